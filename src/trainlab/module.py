@@ -1,0 +1,109 @@
+"""The LightningModule for classification: builds the network from the config, trains it with the
+configured optimiser and weight penalty, and logs per-epoch metrics.
+
+Metrics: train/loss (cross-entropy, comparable with val/loss), train/penalty (the regulariser's term;
+the optimiser minimises loss + penalty), train/acc, val/loss, val/acc, test/loss, test/acc.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from trainlab.init import initialize
+from trainlab.models import build_model
+from trainlab.optim import build_optimizer
+from trainlab.regularizers import penalized_weights, weight_penalty
+
+SPLITS = ("train", "val", "test")
+
+
+class Classifier(L.LightningModule):
+    """A classifier over `image_shape` images with `num_classes` classes, configured by `config`.
+
+    `config` is the run's resolved config as plain containers: it is stored in every checkpoint
+    (loadable with `weights_only=True`) so `Classifier.load_from_checkpoint(path)` rebuilds the run.
+    """
+
+    def __init__(self, config: dict[str, Any], image_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        cfg = OmegaConf.create(config)
+        self.optimizer_cfg: DictConfig = cfg.optimizer
+        self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
+        self.model = build_model(cfg.model, cfg.norm, tuple(image_shape), num_classes)
+        initialize(self.model, cfg.init)
+        self.penalized = penalized_weights(self.model)
+        # Keyed "<split>_" since ModuleDict keys must not shadow Module attributes such as `train`.
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{split}_": MetricCollection(
+                    {"loss": MeanMetric(), "acc": MulticlassAccuracy(num_classes, average="micro")}
+                )
+                for split in SPLITS
+            }
+        )
+        self.train_penalty = MeanMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _evaluate(self, batch: Any, split: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        metrics = self.metrics[f"{split}_"]
+        metrics["loss"].update(loss.detach(), weight=len(labels))
+        metrics["acc"].update(logits.detach(), labels)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._evaluate(batch, "train")
+        if not (self.l1 or self.l2):
+            return loss
+        penalty = weight_penalty(self.penalized, self.l1, self.l2)
+        self.train_penalty.update(penalty.detach())
+        return loss + penalty
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_epoch(self, split: str) -> None:
+        """One log call per epoch and split: metrics are accumulated on the device, synced across ranks."""
+        values = {f"{split}/{name}": value for name, value in self.metrics[f"{split}_"].compute().items()}
+        if split == "train":
+            values["train/penalty"] = (
+                self.train_penalty.compute() if self.train_penalty.update_called else 0.0
+            )
+            self.train_penalty.reset()
+        self.metrics[f"{split}_"].reset()
+        self.log_dict(values, prog_bar=split != "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.optimizer_cfg, self.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the RNG state so dropout draws after a resume match an uninterrupted run."""
+        checkpoint["rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])

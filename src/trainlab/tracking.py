@@ -1,0 +1,184 @@
+"""Where a run's metrics, params and artifacts go: MLflow (default), CSV files, or nowhere.
+
+The tracker, not Lightning, owns the MLflow run's life: it creates the run (or reopens it on resume)
+before training and ends it as FINISHED, FAILED (with the reason as a tag) or KILLED, whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from trainlab.config import check_choice
+
+log = logging.getLogger(__name__)
+
+# Config keys that hold machine-specific paths or URIs: useless for comparing runs, and private.
+PRIVATE_KEYS = ("paths", "hydra", "ckpt_path", "data.root", "logger.tracking_uri", "logger.artifact_location")
+
+
+def check_logger(cfg: DictConfig) -> None:
+    check_choice("logger.name", cfg.name, TRACKERS)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {"optimizer.lr": "0.01", ...}, leaving out PRIVATE_KEYS."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if dotted in PRIVATE_KEYS:
+            continue
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = str(value)
+    return flat
+
+
+@dataclass
+class RunInfo:
+    """What identifies a run besides its config: its name, tags, and the MLflow run to resume, if any."""
+
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    resume_run_id: str | None = None
+
+
+class Tracker:
+    """No tracking: checkpoints and the console only (`logger=none`)."""
+
+    run_id: str | None = None
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    @property
+    def lightning_logger(self) -> Any:
+        return False
+
+    def start(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> None:
+        """Open the run (before training, after validation: nothing is created for a bad config)."""
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        """Keep a file with the run."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Attach tags learnt during the run (e.g. where the data came from)."""
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """Mark the run FINISHED, FAILED or KILLED."""
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """End the run as FINISHED, KILLED (Ctrl-C) or FAILED (any error, its reason kept as a tag)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except BaseException as err:
+            self.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        self.end("FINISHED")
+
+
+class CsvTracker(Tracker):
+    """Per-epoch metrics as CSV under `logger.save_dir`."""
+
+    @property
+    def lightning_logger(self) -> Any:
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(self.cfg.save_dir, name="csv")
+
+
+class MlflowTracker(Tracker):
+    """One MLflow run per training run: params, tags, config.yaml, metrics, and the best checkpoint."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(cfg.tracking_uri)
+        self._logger = None
+
+    def _experiment_id(self) -> str:
+        """Get or create the experiment; two jobs of a multirun may race to create it."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.cfg.experiment_name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        location = None
+        if self.cfg.tracking_uri.startswith("sqlite:"):
+            location = Path(self.cfg.artifact_location).resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def start(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> None:
+        from mlflow.entities import Param, RunTag
+
+        if info.resume_run_id:
+            self.run_id = info.resume_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.client.set_tag(self.run_id, "resumed", "true")
+            log.info("Resuming MLflow run %s", self.run_id)
+            return
+        run = self.client.create_run(self._experiment_id(), run_name=self.cfg.run_name or info.name)
+        self.run_id = run.info.run_id
+        params = [Param(key, value[:6000]) for key, value in flatten(config).items()]
+        tags = [RunTag(key, value) for key, value in info.tags.items()]
+        for start in range(0, max(len(params), 1), 100):  # MLflow takes at most 100 params per call
+            self.client.log_batch(
+                self.run_id, params=params[start : start + 100], tags=tags if not start else []
+            )
+        self.client.log_text(self.run_id, config_yaml, "config.yaml")
+
+    @property
+    def lightning_logger(self) -> Any:
+        if self._logger is None:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            class RunOwnedMLFlowLogger(MLFlowLogger):
+                """Lightning logs the metrics; the tracker logs params and ends the run."""
+
+                def log_hyperparams(self, params: Any) -> None:
+                    pass
+
+                def finalize(self, status: str = "success") -> None:
+                    pass
+
+            self._logger = RunOwnedMLFlowLogger(tracking_uri=self.cfg.tracking_uri, run_id=self.run_id)
+        return self._logger
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        if self.run_id is None:
+            return
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", reason)
+        self.client.set_terminated(self.run_id, status)
+
+
+TRACKERS: dict[str, type[Tracker]] = {"mlflow": MlflowTracker, "csv": CsvTracker, "none": Tracker}
+
+
+def make_tracker(cfg: DictConfig) -> Tracker:
+    return TRACKERS[cfg.name](cfg)

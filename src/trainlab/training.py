@@ -1,0 +1,103 @@
+"""One training run from a composed config: validate, load data, train, test the best checkpoint, record.
+
+Everything a user can get wrong is checked before the first MLflow call, so a bad config leaves no run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab.config import validate
+from trainlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _job() -> tuple[Path, list[str], dict[str, str]]:
+    """(output folder, the job's overrides, tags naming the job and its group choices) from Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    # Where files go is the machine's business, not the run's: keep paths out of names and tags.
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("paths.")]
+    tags = {
+        f"choice.{group}": str(option)
+        for group, option in hydra_cfg.runtime.choices.items()
+        if not group.startswith("hydra")
+    }
+    tags["overrides"] = " ".join(overrides) or "(defaults)"
+    if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+        tags["sweep_dir"] = str(Path(hydra_cfg.sweep.dir).name)
+        tags["job_num"] = str(hydra_cfg.job.num)
+    return Path(hydra_cfg.runtime.output_dir), overrides, tags
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one model; return `cfg.optimized_metric` (best value) for sweepers."""
+    validate(cfg)
+    # Lightning logs through its own handler as well as Hydra's: print each line once.
+    logging.getLogger("lightning.pytorch").propagate = False
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+    import lightning as L
+    import torch
+
+    from trainlab.callbacks import build_callbacks
+    from trainlab.data import build_datamodule
+    from trainlab.module import Classifier
+    from trainlab.resume import find_resume_point, write_record
+    from trainlab.tracking import RunInfo, make_tracker
+
+    output_dir, overrides, tags = _job()
+    root = Path(cfg.paths.root_dir)
+    resume = find_resume_point(cfg.ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
+
+    seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg.data, seed)
+    tags["data.source"] = datamodule.source
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["seed"] = seed
+    module = Classifier(config, datamodule.image_shape, datamodule.num_classes)
+
+    tracker = make_tracker(cfg.logger)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
+    name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
+    tracker.start(config, config_yaml, RunInfo(name, tags, resume.mlflow_run_id))
+    write_record(resume, overrides, tracker.run_id)
+    (resume.run_dir / "config.yaml").write_text(config_yaml)
+
+    with tracker.running():
+        callbacks = build_callbacks(cfg.callbacks, resume.checkpoint_dir)
+        trainer = L.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=tracker.lightning_logger,
+            callbacks=callbacks,
+            default_root_dir=resume.run_dir,
+            enable_progress_bar=bool(cfg.callbacks.progress_bar.refresh_rate),
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
+        best = callbacks[0].best_model_path
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        if best and cfg.logger.get("log_checkpoint", False):
+            tracker.log_artifact(Path(best), "checkpoints")
+    score = trainer.callback_metrics.get(cfg.optimized_metric)
+    if cfg.optimized_metric == callbacks[0].monitor and callbacks[0].best_model_score is not None:
+        score = callbacks[0].best_model_score
+    return None if score is None else float(torch.as_tensor(score))
+
+
+def main(cfg: DictConfig) -> float | None:
+    """`train`, with user mistakes reported as one line on stderr and exit status 2."""
+    try:
+        return train(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

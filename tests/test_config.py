@@ -1,0 +1,122 @@
+"""The config surface: every option composes and validates; every bad value is one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TRAIN, cli_env, mlflow_runs
+from omegaconf import OmegaConf
+
+from trainlab.config import validate
+from trainlab.errors import ConfigError
+
+GROUPS = ["data", "model", "init", "optimizer", "regularizer", "norm", "trainer", "logger"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", [f"{group}={option}" for group in GROUPS for option in options(group)])
+def test_every_option_of_every_group_composes_and_validates(compose, override):
+    extra = ["model=simple_cnn"] if override == "norm=instance" else []
+    cfg = compose(override, *extra)
+    validate(cfg)
+    group, option = override.split("=")
+    assert cfg[group].get("name", option) == option
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=0"], "optimizer.lr=0: must be a number > 0"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
+        (["optimizer.lr=fast"], "optimizer.lr='fast': must be a number > 0"),
+        (["regularizer=elastic_net", "regularizer.l1=-0.1"], "regularizer.l1=-0.1: must be a number >= 0"),
+        (["regularizer.l2=-1"], "regularizer.l2=-1: must be a number >= 0"),
+        (["model.dropout=1.0"], "model.dropout=1.0: must be a number in [0, 1)"),
+        (["model.dropout=-0.1"], "model.dropout=-0.1: must be a number in [0, 1)"),
+        (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
+        (["model.hidden=[]"], "model.hidden=[]: must be a positive integer or a non-empty list of them"),
+        (["model.hidden=[100,0]"], "model.hidden=[100, 0]"),
+        (["model.hidden=[100,-5]"], "model.hidden=[100, -5]"),
+        (["norm=instance"], "norm=instance does not fit model=mlp"),
+        (
+            ["model.activation=swish"],
+            "model.activation='swish': must be one of elu, gelu, leaky_relu, relu, sigmoid, tanh",
+        ),
+        (["optimizer=adam", "+optimizer.alpha=0.9"], "optimizer.alpha=0.9: must be unset: adam takes only"),
+        (
+            ["optimizer=momentum", "optimizer.momentum=1.5"],
+            "optimizer.momentum=1.5: must be a number in [0, 1)",
+        ),
+        (["optimizer=adam", "optimizer.betas=[0.9]"], "optimizer.betas=[0.9]"),
+        (["+model.depth=3"], "model.depth=3: must be unset: mlp takes only activation, dropout, hidden"),
+        (["init=normal", "init.std=-1"], "init.std=-1: must be a number >= 0"),
+        (["init=he", "init.distribution=cauchy"], "init.distribution='cauchy': must be normal or uniform"),
+        (["data.val_size=0"], "data.val_size=0"),
+        (["seed=abc"], "seed='abc': must be an integer"),
+    ],
+)
+def test_invalid_values_raise_one_line_naming_the_key(compose, overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        validate(compose(*overrides))
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_seed_zero_is_a_valid_seed(compose):
+    cfg = compose("seed=0")
+    validate(cfg)
+    assert cfg.seed == 0
+
+
+def test_mlflow_tracking_uri_is_honoured(compose, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert compose().logger.tracking_uri == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri = compose("paths.root_dir=/somewhere").logger.tracking_uri
+    assert uri == "sqlite:////somewhere/mlruns/mlflow.db"
+
+
+def test_bad_value_on_the_cli_exits_2_with_one_line_and_leaves_no_run(run_cli, tmp_path):
+    result = run_cli("optimizer.lr=-0.5", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-0.5: must be a number > 0"
+    assert "Traceback" not in result.stderr
+    assert mlflow_runs(tmp_path) == []
+
+
+def test_unknown_group_option_lists_the_choices(run_cli):
+    result = run_cli("optimizer=lbfgs", check=False)
+    assert result.returncode != 0
+    assert "Could not find 'optimizer/lbfgs'" in result.stderr
+    assert "adam" in result.stderr and "rmsprop" in result.stderr
+
+
+def test_help_and_cfg_job_do_not_import_torch(tmp_path):
+    for flag in ("--help", "--cfg=job"):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", str(TRAIN), flag],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            cwd=tmp_path,
+            check=True,
+        )
+        imported = {
+            line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line
+        }
+        assert {"torch", "lightning", "mlflow"}.isdisjoint(imported), flag
+    assert "optimizer:" in result.stdout
+
+
+def test_resolved_config_has_no_unresolved_interpolations(compose):
+    cfg = compose("paths.root_dir=/p")
+    resolved = OmegaConf.to_container(cfg.logger, resolve=True)
+    assert "${" not in str(resolved)
+    assert Path(resolved["artifact_location"]) == Path("/p/mlruns/artifacts")
