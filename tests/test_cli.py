@@ -124,3 +124,22 @@ def test_resume_from_last_matches_an_uninterrupted_run(run_cli, tmp_path, model)
     assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
     client = MlflowClient(f"sqlite:///{interrupted}/mlruns/mlflow.db")
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
+
+
+def test_log_points_sends_a_whole_curve_in_one_store(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+
+    from trainlab.tracking import log_points
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("curves"))
+    logger = MLFlowLogger(tracking_uri=uri, run_id=run.info.run_id)
+    log_points(logger, [("curve/acc", 0.1 * i, 10 * i) for i in range(1, 1201)])
+    history = client.get_metric_history(run.info.run_id, "curve/acc")
+    assert [m.step for m in history] == [10 * i for i in range(1, 1201)]
+
+    csv = CSVLogger(tmp_path, name="csv")
+    log_points(csv, [("a", 1.0, 0), ("b", 2.0, 0), ("a", 3.0, 5)])
+    csv.save()
+    assert (Path(csv.log_dir) / "metrics.csv").read_text().count("\n") == 3

@@ -177,6 +177,32 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id, status)
 
 
+def log_points(logger: Any, points: list[tuple[str, float, int]]) -> None:
+    """Send many (metric, value, step) points at once: one MLflow call per 1,000 points (MLflow's
+    batch limit) instead of ~10 ms per point; other loggers get one call per step.
+
+    For curves sampled within an epoch (every N steps): collect the points, then call this once, e.g.
+    at the epoch's end.
+    """
+    if not points or not logger:
+        return
+    if hasattr(logger, "run_id") and hasattr(logger, "experiment"):  # MLflow
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, value, step in points]
+        for start in range(0, len(metrics), 1000):
+            logger.experiment.log_batch(logger.run_id, metrics=metrics[start : start + 1000])
+        return
+    by_step: dict[int, dict[str, float]] = {}
+    for key, value, step in points:
+        by_step.setdefault(step, {})[key] = float(value)
+    for step, metrics in sorted(by_step.items()):
+        logger.log_metrics(metrics, step)
+
+
 TRACKERS: dict[str, type[Tracker]] = {"mlflow": MlflowTracker, "csv": CsvTracker, "none": Tracker}
 
 
