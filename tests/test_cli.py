@@ -143,3 +143,12 @@ def test_log_points_sends_a_whole_curve_in_one_store(tmp_path):
     log_points(csv, [("a", 1.0, 0), ("b", 2.0, 0), ("a", 3.0, 5)])
     csv.save()
     assert (Path(csv.log_dir) / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_a_diverging_run_stops_at_once_and_is_marked_failed(run_cli, mnist_root, tmp_path):
+    result = run_cli(*TINY, "optimizer.lr=1e12", "init=normal", "init.std=100", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: train/loss became")
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert "Diverged" in run.data.tags["failure_reason"]

@@ -8,12 +8,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from omegaconf import DictConfig
 
 
-def build_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
-    """`best.ckpt` by `cfg.checkpoint.monitor`; `last.ckpt` each epoch, or every N steps if set.
+def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
+    """The run's callbacks, the checkpoint ones first: `best.ckpt` by `callbacks.checkpoint.monitor`,
+    `last.ckpt` each epoch (or every N steps if set), then the progress bar.
 
     `last.ckpt` has a callback of its own: Lightning's `save_last` skips epochs in which the best
     checkpoint did not improve, and resuming needs the newest state, not the best.
     """
+    cfg = run_cfg.callbacks
     every_n_steps = cfg.checkpoint.every_n_train_steps
     callbacks: list[Callback] = [
         ModelCheckpoint(

@@ -11,3 +11,7 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A data set that is missing or unreadable: the message names the file or folder and how to fix it."""
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: the run stops at once rather than train on garbage."""

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from trainlab.errors import Diverged
 from trainlab.init import initialize
 from trainlab.models import build_model
 from trainlab.optim import build_optimizer
@@ -65,11 +66,16 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._evaluate(batch, "train")
-        if not (self.l1 or self.l2):
-            return loss
-        penalty = weight_penalty(self.penalized, self.l1, self.l2)
-        self.train_penalty.update(penalty.detach())
-        return loss + penalty
+        if self.l1 or self.l2:
+            penalty = weight_penalty(self.penalized, self.l1, self.l2)
+            self.train_penalty.update(penalty.detach())
+            loss = loss + penalty
+        if not torch.isfinite(loss):
+            raise Diverged(
+                f"train/loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"lower optimizer.lr={self.optimizer_cfg.lr} or add a norm layer"
+            )
+        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

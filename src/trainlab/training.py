@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.config import validate
-from trainlab.errors import UserError
+from trainlab.errors import Diverged, UserError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> float | None:
     (resume.run_dir / "config.yaml").write_text(config_yaml)
 
     with tracker.running():
-        callbacks = build_callbacks(cfg.callbacks, resume.checkpoint_dir)
+        callbacks = build_callbacks(cfg, resume.checkpoint_dir)
         trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
             logger=tracker.lightning_logger,
@@ -94,10 +94,20 @@ def train(cfg: DictConfig) -> float | None:
     return None if score is None else float(torch.as_tensor(score))
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
 def main(cfg: DictConfig) -> float | None:
-    """`train`, with user mistakes reported as one line on stderr and exit status 2."""
+    """`train`, with a user mistake or a diverged run reported as one line on stderr and a non-zero exit
+    status (2: fix the config or data; 1: training diverged). In a sweep the error is raised instead,
+    so the sweeper records the job as failed and decides whether to go on."""
     try:
         return train(cfg)
-    except UserError as err:
+    except (UserError, Diverged) as err:
+        if _in_sweep():
+            raise
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2 if isinstance(err, UserError) else 1) from None
