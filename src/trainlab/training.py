@@ -47,12 +47,13 @@ def train(cfg: DictConfig) -> float | None:
 
     import lightning as L
     import torch
+    from lightning.pytorch.utilities import rank_zero_only
 
     from trainlab.callbacks import build_callbacks
     from trainlab.data import build_datamodule
     from trainlab.module import Classifier
     from trainlab.resume import find_resume_point, write_record
-    from trainlab.tracking import RunInfo, make_tracker
+    from trainlab.tracking import RunInfo, Tracker, make_tracker
 
     output_dir, overrides, tags = _job()
     root = Path(cfg.paths.root_dir)
@@ -67,12 +68,15 @@ def train(cfg: DictConfig) -> float | None:
     config["seed"] = seed
     module = Classifier(config, datamodule.image_shape, datamodule.num_classes)
 
-    tracker = make_tracker(cfg.logger)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
-    name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
-    tracker.start(config, config_yaml, RunInfo(name, tags, resume.mlflow_run_id))
-    write_record(resume, overrides, tracker.run_id)
-    (resume.run_dir / "config.yaml").write_text(config_yaml)
+    # Under DDP every process runs this function; only global rank 0 records the run.
+    is_rank_zero = rank_zero_only.rank == 0
+    tracker = make_tracker(cfg.logger) if is_rank_zero else Tracker(cfg.logger)
+    if is_rank_zero:
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
+        name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
+        tracker.start(config, config_yaml, RunInfo(name, tags, resume.mlflow_run_id))
+        write_record(resume, overrides, tracker.run_id)
+        (resume.run_dir / "config.yaml").write_text(config_yaml)
 
     with tracker.running():
         callbacks = build_callbacks(cfg, resume.checkpoint_dir)
