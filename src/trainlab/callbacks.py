@@ -36,4 +36,8 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     ]
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
+    if run_cfg.get("diagnostics", {}).get("enabled", False):
+        from trainlab.diagnostics import build_diagnostics
+
+        callbacks.append(build_diagnostics(run_cfg.diagnostics))
     return callbacks
