@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,9 @@ ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIV
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 HISTOGRAM_FILE = "activations.json"
 ARTIFACT_DIR = "diagnostics"
+# Buffered points go to MLflow at an epoch's end once this long has passed (and at the end of training):
+# one ~10-50 ms call per short epoch of a small MLP would cost more than the diagnostics themselves.
+FLUSH_SECONDS = 30.0
 
 
 def sigmoid_derivative(y: torch.Tensor) -> torch.Tensor:
@@ -120,7 +124,8 @@ class Diagnostics(Callback):
 
     At `histogram_steps` (−1: the last step) it keeps histograms of each activation, written at the end of
     training to `<run dir>/diagnostics/activations.json` and logged as an MLflow artifact. Metrics are
-    buffered on the device and sent with `log_points` once per epoch: one MLflow call, one device sync.
+    buffered on the device and sent with `log_points` at an epoch's end at most every FLUSH_SECONDS, and at
+    the end: one MLflow call and one device sync each time.
     Forward hooks exist only from the start to the end of `fit` and return at once on unsampled steps.
     """
 
@@ -138,6 +143,7 @@ class Diagnostics(Callback):
         self._before: list[torch.Tensor] = []
         self._pending: list[tuple[str, int, torch.Tensor]] = []
         self._histograms: list[dict[str, Any]] = []
+        self._flushed_at = time.monotonic()
 
     def layer_name(self, index: int) -> str:
         return f"layer{index + 1}"
@@ -202,7 +208,8 @@ class Diagnostics(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if self._step is None:
             return
-        for index, ((layer, _, _), before) in enumerate(zip(self.layers, self._before, strict=True)):
+        # Nothing to compare on a micro-batch that only accumulated gradients (no optimiser step).
+        for index, ((layer, _, _), before) in enumerate(zip(self.layers, self._before, strict=False)):
             ratio = (layer.weight.detach() - before).norm() / before.norm()
             self._pending.append((f"update_ratio/{self.layer_name(index)}", self._step, ratio))
         self._before = []
@@ -212,6 +219,7 @@ class Diagnostics(Callback):
         """Send the buffered points in one batch: one device sync, one MLflow call per 1,000 points."""
         if not self._pending:
             return
+        self._flushed_at = time.monotonic()
         values = torch.stack([value.float() for _, _, value in self._pending]).tolist()
         points = [(name, value, step) for (name, step, _), value in zip(self._pending, values, strict=True)]
         self._pending = []
@@ -219,7 +227,8 @@ class Diagnostics(Callback):
             log_points(trainer.logger, points)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.flush(trainer)
+        if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self.flush(trainer)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.flush(trainer)
