@@ -1,0 +1,172 @@
+"""Clusters: DDP with 2 CPU processes, SLURM preemption (the signal sent to a local run), the SLURM
+launcher's submission, and DDP inside a local sweep. Only the cluster itself (srun, sbatch) is faked."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+from trainlab.cluster import RequeueOnSignal, requeued_checkpoint
+
+# 160 training and 40 validation images: whole batches of 32 in one process, of 16 per rank in two.
+SMALL = [*TINY, "data.val_size=40", "trainer.max_epochs=2", "seed=3"]
+
+
+def final_metrics(root: Path) -> dict[str, float]:
+    (run,) = mlflow_runs(root)
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("train/", "val/", "test/"))}
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(run_cli, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    for root in (single, ddp):
+        write_mnist(root / "data")
+    run_cli(*SMALL, "data.batch_size=32", root=single)
+    run_cli(*SMALL, "trainer=ddp_cpu", "data.batch_size=16", root=ddp)
+
+    expected, got = final_metrics(single), final_metrics(ddp)
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-4), name
+    assert len(mlflow_runs(ddp)) == 1
+    assert len(list(ddp.glob("outputs/*/*/checkpoints"))) == 1
+    assert len(list(ddp.glob("outputs/*/*"))) == 1
+
+
+def start(root: Path, run_dir: Path, epochs: int, **env: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(TRAIN), f"paths.root_dir={root}", f"hydra.run.dir={run_dir}", *TINY]
+    cmd += [f"trainer.max_epochs={epochs}", "data.batch_size=64"]
+    return subprocess.Popen(cmd, cwd=root, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_slurm_warning_signal_saves_the_run_and_the_requeued_job_finishes_it_as_the_same_run(
+    mnist_root, tmp_path
+):
+    root, run_dir, epochs = tmp_path, tmp_path / "job", 20
+    last = run_dir / "checkpoints" / "last.ckpt"
+    job = start(root, run_dir, epochs)
+    while not last.exists() and job.poll() is None:  # the first epoch's checkpoint: training is under way
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR2)  # what submitit asks SLURM to send before the time limit
+    _, stderr = job.communicate(timeout=300)
+
+    assert job.returncode == 128 + signal.SIGUSR2, stderr.decode()[-3000:]
+    saved = torch.load(last, weights_only=True)
+    assert 0 < saved["global_step"] < epochs * 3
+    (run,) = mlflow_runs(root)
+    assert run.info.status != "FINISHED"
+
+    # SLURM restarts the job with the same command in the same folder (submitit keeps Hydra's folder).
+    again = start(root, run_dir, epochs, SLURM_RESTART_COUNT="1")
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr.decode()[-3000:]
+    (resumed,) = mlflow_runs(root)
+    assert resumed.info.run_id == run.info.run_id
+    assert resumed.info.status == "FINISHED"
+    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == run.info.run_id
+    assert torch.load(last, weights_only=True)["epoch"] == epochs - 1  # counted from 0
+    assert [p.name for p in root.glob("outputs/*")] == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2], ids=["USR1", "USR2"])
+def test_both_slurm_warning_signals_are_caught_during_fit_and_the_old_handlers_come_back(tmp_path, sig):
+    """USR1 is Lightning's and SLURM's convention, USR2 submitit's: either one stops the run cleanly."""
+    before = signal.getsignal(sig)
+    callback = RequeueOnSignal(tmp_path / "last.ckpt")
+    callback.setup(None, None, "fit")
+    os.kill(os.getpid(), sig)
+    assert callback.received == sig
+    callback.teardown(None, None, "fit")
+    assert signal.getsignal(sig) == before
+
+
+def test_only_a_job_restarted_by_slurm_resumes_the_checkpoint_in_its_own_folder(tmp_path, monkeypatch):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert requeued_checkpoint(tmp_path) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert requeued_checkpoint(tmp_path) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert requeued_checkpoint(tmp_path / "elsewhere") is None
+
+
+def test_ddp_inside_a_local_sweep_is_refused_and_points_to_the_slurm_launcher(run_cli, mnist_root, tmp_path):
+    result = run_cli("-m", *TINY, "trainer=ddp_cpu", "seed=1,2", check=False)
+    assert result.returncode != 0
+    assert "trainer.strategy='ddp'" in result.stderr
+    assert "launcher=slurm" in result.stderr
+    assert mlflow_runs(tmp_path) == []
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """An `srun` on PATH (submitit checks for one) and a submitit whose map_array records the executor
+    instead of calling sbatch."""
+    import submitit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    submitted: dict = {}
+
+    def map_array(self, fn, *args):
+        submitted.update(executor=self._executor, overrides=args[0], launcher=fn)
+        return []
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
+    return submitted
+
+
+def submit(root: Path, monkeypatch, *overrides: str) -> None:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
+    overrides = [f"paths.root_dir={root}", "launcher=slurm", *(o for o in overrides if o not in flags)]
+    monkeypatch.setattr(sys, "argv", ["train.py", *flags, *overrides])
+    try:
+        runpy.run_path(str(TRAIN), run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_slurm_launcher_submits_one_task_per_gpu_on_each_node(fake_slurm, tmp_path, monkeypatch):
+    submit(
+        tmp_path,
+        monkeypatch,
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "launcher.partition=gpu",
+        "launcher.account=lab",
+        "launcher.time=240",
+        "launcher.mem=64",
+    )
+    params = fake_slurm["executor"].parameters
+    expected = {"partition": "gpu", "account": "lab", "time": 240, "mem": "64GB", "nodes": 2}
+    assert {k: params[k] for k in expected} == expected
+    assert params["gpus_per_node"] == params["ntasks_per_node"] == 4
+    script = fake_slurm["executor"]._make_submission_file_text("python job.py", "0")
+    assert "#SBATCH --signal=USR2@120" in script
+    assert hasattr(fake_slurm["launcher"], "checkpoint")  # what submitit calls to requeue on USR2
+
+
+def test_slurm_sweep_submits_its_trials_as_one_array_job(fake_slurm, tmp_path, monkeypatch):
+    submit(tmp_path, monkeypatch, "-m", "optimizer.lr=0.1,0.01,0.001", "launcher.array_parallelism=2")
+    assert len(fake_slurm["overrides"]) == 3
+    assert fake_slurm["executor"].parameters["array_parallelism"] == 2
+    assert fake_slurm["executor"].parameters["gpus_per_node"] == 1
