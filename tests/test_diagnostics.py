@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
 from trainlab.callbacks import build_callbacks
 from trainlab.diagnostics import Diagnostics, check_diagnostics, saturation, sigmoid_derivative
 from trainlab.diagnostics_figures import main as draw_figures
+from trainlab.diagnostics_figures import plot_gradients
 from trainlab.errors import ConfigError
 from trainlab.module import Classifier
 
@@ -106,6 +108,19 @@ def test_report_draws_gradient_and_histogram_pngs_from_the_mlflow_store(sweep, t
     for run in runs.values():
         logged = {a.path for a in store(root).list_artifacts(run.info.run_id, "figures")}
         assert logged == {"figures/gradient_norms.png", "figures/activation_histograms.png"}
+
+
+def test_gradients_kind_draws_depth_curves_and_histograms_of_each_variant_in_one_figure(sweep, tmp_path):
+    root, runs = sweep
+    variants = [SimpleNamespace(label=name, run=run) for name, run in runs.items()]
+    figure = plot_gradients(SimpleNamespace(client=store(root), variants=variants))
+    gradients, histograms = figure.subfigs
+    assert [ax.get_title() for ax in gradients.axes] == list(runs)
+    # one line per sampled step: 0, 4 and 8
+    assert all(ax.get_yscale() == "log" and len(ax.get_lines()) == 3 for ax in gradients.axes)
+    assert len([ax for ax in histograms.axes if ax.get_visible()]) == 2 * 3  # 2 runs × 3 hidden layers
+    figure.savefig(tmp_path / "gradients.png")
+    assert (tmp_path / "gradients.png").stat().st_size > 10_000
 
 
 def test_sigmoid_derivative_peaks_at_one_quarter_and_matches_autograd():

@@ -2,7 +2,8 @@
 gradient norm versus layer depth (log scale, one line per sampled step, one panel per run) and activation
 histograms per layer (one row per run, initialisation against the end of training).
 
-Standalone: `python -m trainlab.diagnostics_figures --tracking-uri sqlite:///mlruns/mlflow.db --out DIR
+`plot_gradients(sweep)` is `kind=gradients` of `src/report.py` (both in one Figure); standalone, two PNGs:
+`python -m trainlab.diagnostics_figures --tracking-uri sqlite:///mlruns/mlflow.db --out DIR
 [--experiment trainlab] [--sweep-dir NAME]`.
 """
 
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainlab.diagnostics import ARTIFACT_DIR, HISTOGRAM_FILE
-
+# Where trainlab.diagnostics puts the histograms (not imported: it pulls in torch and Lightning).
+HISTOGRAM_ARTIFACT = "diagnostics/activations.json"
 GRADIENTS_PNG = "gradient_norms.png"
 HISTOGRAMS_PNG = "activation_histograms.png"
 FIGURES_DIR = "figures"
@@ -47,7 +48,7 @@ def load_run(client: Any, run: Any) -> RunDiagnostics:
         for point in client.get_metric_history(run_id, key):
             grad_norm.setdefault(point.step, [float("nan")] * len(keys))[depth] = point.value
     with tempfile.TemporaryDirectory() as folder:
-        path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{HISTOGRAM_FILE}", folder)
+        path = client.download_artifacts(run_id, HISTOGRAM_ARTIFACT, folder)
         record = json.loads(Path(path).read_text())
     return RunDiagnostics(run.info.run_name, record["layers"], grad_norm, record["histograms"])
 
@@ -70,18 +71,15 @@ def sampled_lines(steps: list[int], max_lines: int) -> list[int]:
     return [steps[i] for i in sorted(picks)]
 
 
-def gradient_figure(runs: list[RunDiagnostics], path: Path, max_lines: int = 8) -> Path:
+def draw_gradient_panels(figure: Any, runs: list[RunDiagnostics], max_lines: int = 8) -> None:
     """‖∂L/∂W‖ against layer depth on a log scale, one line per sampled step (dark: early, light: late),
-    one panel per run, sharing the y axis so the runs compare."""
-    import matplotlib
+    one panel per run, sharing the y axis so the runs compare. `figure`: a Figure or SubFigure."""
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.6), sharey=True, squeeze=False)
-    for ax, run in zip(axes[0], runs, strict=True):
+    axes = figure.subplots(1, len(runs), sharey=True, squeeze=False)[0]
+    for ax, run in zip(axes, runs, strict=True):
         steps = sampled_lines(sorted(run.grad_norm), max_lines)
-        colors = plt.cm.viridis([i / max(len(steps) - 1, 1) for i in range(len(steps))])
+        colors = colormaps["viridis"]([i / max(len(steps) - 1, 1) for i in range(len(steps))])
         for step, color in zip(steps, colors, strict=True):
             norms = run.grad_norm[step]
             ax.plot(range(1, len(norms) + 1), norms, marker="o", color=color, label=f"step {step}")
@@ -90,22 +88,17 @@ def gradient_figure(runs: list[RunDiagnostics], path: Path, max_lines: int = 8) 
         ax.set_xlabel("layer (input → output)")
         ax.set_title(run.title, fontsize=8)
         ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("gradient norm ‖∂L/∂W‖")
-    return _save(fig, path)
+    axes[0].set_ylabel("gradient norm ‖∂L/∂W‖")
 
 
-def histogram_figure(runs: list[RunDiagnostics], path: Path) -> Path:
+def draw_histogram_grid(figure: Any, runs: list[RunDiagnostics]) -> None:
     """Each hidden layer's activation distribution, one row per run: filled at the first recorded step
-    (the initialisation), outlined at the last."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    (the initialisation), outlined at the last. `figure`: a Figure or SubFigure."""
     import numpy as np
 
     columns = max(len({h["layer"] for h in run.histograms}) for run in runs)
-    fig, axes = plt.subplots(len(runs), columns, figsize=(2.6 * columns, 2.2 * len(runs)), squeeze=False)
-    for row, run in zip(axes, runs, strict=True):
+    grid = figure.subplots(len(runs), columns, squeeze=False)
+    for row, run in zip(grid, runs, strict=True):
         steps = sorted({h["step"] for h in run.histograms})
         for ax in row:
             ax.set_visible(False)
@@ -117,40 +110,62 @@ def histogram_figure(runs: list[RunDiagnostics], path: Path) -> Path:
             counts = np.asarray(entry["counts"])
             edges = np.linspace(*entry["range"], len(counts) + 1)
             first = entry["step"] == steps[0]
-            ax.stairs(
-                counts / max(counts.sum(), 1),
-                edges,
-                fill=first,
-                alpha=0.5 if first else 1.0,
-                label=f"step {entry['step']}",
-            )
+            fraction = counts / max(counts.sum(), 1)
+            ax.stairs(fraction, edges, fill=first, alpha=0.5 if first else 1.0, label=f"step {entry['step']}")
             ax.set_title(f"{entry['layer']} ({entry['activation']})", fontsize=8)
             ax.tick_params(labelsize=6)
         row[0].set_ylabel(run.title, fontsize=7)
         row[0].legend(fontsize=6)
-    return _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def gradient_figure(runs: list[RunDiagnostics]) -> Any:
+    from matplotlib.figure import Figure
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    figure = Figure(figsize=(4 * len(runs), 3.6), layout="constrained")
+    draw_gradient_panels(figure, runs)
+    return figure
+
+
+def histogram_figure(runs: list[RunDiagnostics]) -> Any:
+    from matplotlib.figure import Figure
+
+    columns = max(len({h["layer"] for h in run.histograms}) for run in runs)
+    figure = Figure(figsize=(2.6 * columns, 2.2 * len(runs)), layout="constrained")
+    draw_histogram_grid(figure, runs)
+    return figure
+
+
+def plot_gradients(sweep: Any) -> Any:
+    """`kind=gradients` of `trainlab.report`: gradient norm versus depth for each variant of the sweep
+    (top), their activation histograms one row per variant (below), in one Figure.
+
+    `sweep` needs `.client` (an MlflowClient) and `.variants`, each with `.label` and `.run`.
+    """
+    from matplotlib.figure import Figure
+
+    runs = [load_run(sweep.client, variant.run) for variant in sweep.variants]
+    for run, variant in zip(runs, sweep.variants, strict=True):
+        run.title = variant.label
+    columns = max(len(runs), max(len({h["layer"] for h in run.histograms}) for run in runs))
+    figure = Figure(figsize=(3.2 * columns, 3.4 + 2.0 * len(runs)), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=[3.4, 2.0 * len(runs)])
+    draw_gradient_panels(top, runs)
+    draw_histogram_grid(bottom, runs)
+    return figure
 
 
 def draw_gradients(client: Any, runs: list[Any], out_dir: Path) -> list[Path]:
-    """Both figures for `runs` (MLflow runs recorded with `diagnostics=on`) as PNGs in `out_dir`, each
-    also logged under `figures/` into every one of the runs."""
+    """`gradient_norms.png` and `activation_histograms.png` for `runs` (MLflow runs recorded with
+    `diagnostics=on`) in `out_dir`, each also logged under `figures/` into every one of the runs."""
     loaded = [load_run(client, run) for run in runs]
     for run, title in zip(loaded, short_titles([run.title for run in loaded]), strict=True):
         run.title = title
-    paths = [
-        gradient_figure(loaded, Path(out_dir) / GRADIENTS_PNG),
-        histogram_figure(loaded, Path(out_dir) / HISTOGRAMS_PNG),
-    ]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in ((GRADIENTS_PNG, gradient_figure), (HISTOGRAMS_PNG, histogram_figure)):
+        path = Path(out_dir) / name
+        draw(loaded).savefig(path, dpi=120)
+        paths.append(path)
     for run in runs:
         for path in paths:
             client.log_artifact(run.info.run_id, str(path), FIGURES_DIR)
