@@ -4,6 +4,7 @@ MLflow store."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -146,8 +147,9 @@ def hooks_in(module: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in module.modules())
 
 
-def fit_with_callbacks_from(cfg, tmp_path: Path) -> tuple[list[int], int]:
-    """Train 2 steps with the callbacks `build_callbacks` adds; (hooks at each step, hooks after fit)."""
+def fit_with_callbacks_from(cfg, tmp_path: Path, **trainer_args: object) -> tuple[list[int], int]:
+    """Train 2 steps on 2 batches of 4 with the callbacks `build_callbacks` adds; (hooks at each batch,
+    hooks after fit)."""
     import lightning as L
     from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader, TensorDataset
@@ -163,9 +165,8 @@ def fit_with_callbacks_from(cfg, tmp_path: Path) -> tuple[list[int], int]:
     diagnostics = [c for c in build_callbacks(cfg, tmp_path) if isinstance(c, Diagnostics)]
     data = DataLoader(TensorDataset(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))), batch_size=4)
     trainer = L.Trainer(
-        max_steps=2,
+        **{"max_steps": 2, "logger": False, **trainer_args},
         accelerator="cpu",
-        logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -185,6 +186,17 @@ def test_with_diagnostics_on_hooks_exist_only_during_fit(compose, tmp_path):
     during, after = fit_with_callbacks_from(compose("diagnostics=on"), tmp_path)
     assert during == [4, 4] and after == 0  # one per hidden activation of the default 4×100 MLP
     assert (tmp_path / "diagnostics" / "activations.json").exists()
+
+
+def test_gradient_accumulation_records_one_gradient_norm_per_optimiser_step(compose, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    cfg = compose("diagnostics=on", "diagnostics.every_n_steps=1")
+    logger = CSVLogger(tmp_path, name="csv")
+    fit_with_callbacks_from(cfg, tmp_path, max_steps=1, accumulate_grad_batches=2, logger=logger)
+    rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
+    assert [row["step"] for row in rows if row["grad_norm/layer1"]] == ["0"]
+    assert [row["step"] for row in rows if row["update_ratio/layer5"]] == ["0"]
 
 
 @pytest.mark.parametrize(
