@@ -54,13 +54,18 @@ def test_slurm_warning_signal_saves_the_run_and_the_requeued_job_finishes_it_as_
 ):
     root, run_dir, epochs = tmp_path, tmp_path / "job", 20
     last = run_dir / "checkpoints" / "last.ckpt"
-    job = start(root, run_dir, epochs)
+    bin_dir = tmp_path / "bin"  # a fake `scontrol` that records what it is asked
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    job = start(root, run_dir, epochs, SLURM_JOB_ID="4242", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     while not last.exists() and job.poll() is None:  # the first epoch's checkpoint: training is under way
         time.sleep(0.05)
     job.send_signal(signal.SIGUSR2)  # what submitit asks SLURM to send before the time limit
     _, stderr = job.communicate(timeout=300)
 
     assert job.returncode == 128 + signal.SIGUSR2, stderr.decode()[-3000:]
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     saved = torch.load(last, weights_only=True)
     assert 0 < saved["global_step"] < epochs * 3
     (run,) = mlflow_runs(root)
@@ -124,7 +129,9 @@ def fake_slurm(tmp_path, monkeypatch):
     submitted: dict = {}
 
     def map_array(self, fn, *args):
-        submitted.update(executor=self._executor, overrides=args[0], launcher=fn)
+        submitted.update(
+            executor=self._executor, overrides=args[0], launcher=fn, jobs=list(zip(*args, strict=True))
+        )
         return []
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
@@ -170,3 +177,32 @@ def test_slurm_sweep_submits_its_trials_as_one_array_job(fake_slurm, tmp_path, m
     assert len(fake_slurm["overrides"]) == 3
     assert fake_slurm["executor"].parameters["array_parallelism"] == 2
     assert fake_slurm["executor"].parameters["gpus_per_node"] == 1
+
+
+def test_under_submitit_the_signal_requeues_the_same_hydra_job_through_submitit(
+    fake_slurm, tmp_path, monkeypatch
+):
+    """submitit's own USR2 handler, handed on by RequeueOnSignal: it pickles the launcher's resubmission
+    of the same job (same overrides, same job number, hence the same folder) and calls scontrol."""
+    from submitit.core.job_environment import JobEnvironment, SignalHandler
+    from submitit.core.utils import DelayedSubmission, JobPaths
+
+    from trainlab.cluster import requeue
+
+    submit(tmp_path, monkeypatch, "optimizer.lr=0.1")
+    (job,) = fake_slurm["jobs"]
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    for key, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "77", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    delayed = DelayedSubmission(fake_slurm["launcher"], *job)
+    delayed.set_timeout(60, 3)
+    paths = JobPaths(tmp_path / "submitit", job_id="77")
+    paths.folder.mkdir(parents=True)
+
+    code = requeue(SignalHandler(JobEnvironment(), paths, delayed).checkpoint_and_try_requeue)
+
+    assert code == -1
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 77\n"
+    resubmitted = DelayedSubmission.load(paths.submitted_pickle)
+    assert resubmitted.args[:4] == job[:4]  # overrides, folder key, job number, job id (then Hydra's state)
