@@ -1,15 +1,14 @@
 """The container image: docker/Dockerfile builds (with podman: no Docker daemon here) and trains one epoch
 on tiny data mounted from the host, as a non-root user, logging to the mounted MLflow store.
 
-The build is the one a user runs, plus options for this machine only: a local Debian base image (no
-registry is reachable), the host's CA bundle and pip indexes, and PyTorch's CPU wheel from the local disk
-instead of the several-GB CUDA one. Layers are cached, so a rebuild after a code change takes seconds.
+The build is the one a user runs (the CUDA-capable default), plus options for this machine only: a local
+Debian base image (no registry is reachable), the host's CA bundle, and its pip indexes and wheels on the
+local disk. Layers are cached, so a rebuild after a code change takes seconds.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,11 +24,15 @@ WHEELS, INDEXES = Path("/opt/wheels"), [Path("/opt/pypi/simple"), Path("/opt/pyp
 
 
 def torch_requirements() -> str:
-    """The CPU torch wheel found on disk (and its torchvision: minor version + 15), else the default."""
-    for wheel in sorted(WHEELS.glob("torch-*+cpu-*.whl")):
-        major, minor, patch = re.match(r"torch-(\d+)\.(\d+)\.(\d+)", wheel.name).groups()
-        return f"torch=={major}.{minor}.{patch}+cpu torchvision=={int(major) - 2}.{int(minor) + 15}.0"
-    return "torch torchvision"
+    """The torch and torchvision this test runs on: their wheels are on this machine's disk (or pip cache).
+
+    Not the smaller CPU-only torch: PyPI's torchvision is built against the CUDA torch, and a CPU
+    torchvision is only on PyTorch's own index, which the build may not reach.
+    """
+    from importlib.metadata import version
+
+    torch, vision = version("torch").split("+")[0], version("torchvision").split("+")[0]
+    return f"torch=={torch} torchvision=={vision}"
 
 
 @pytest.fixture(scope="module")
