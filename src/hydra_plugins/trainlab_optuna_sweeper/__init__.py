@@ -1,0 +1,1 @@
+"""trainlab's Optuna sweeper: `hydra/sweeper=optuna` on current Optuna, with resume, failures and pruning."""

@@ -1,0 +1,111 @@
+"""The sweep's MLflow parent run: the study's name and search space, its best value and parameters as
+trials finish, and at the end the optimisation history and parameter importances as figures.
+
+Trials are its children (the job tags its own run with `mlflow.parentRunId`); the parent's id is kept
+in the study, so a resumed sweep reopens the same parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab.tracking import MlflowTracker, RunInfo, make_tracker
+
+log = logging.getLogger(__name__)
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+class ParentRun:
+    """The parent run of `study` in the tracker `logger_cfg` configures (nothing for logger=csv/none)."""
+
+    def __init__(self, logger_cfg: DictConfig, study: optuna.Study, description: dict[str, Any]) -> None:
+        self.tracker = make_tracker(logger_cfg)
+        self.study = study
+        if not isinstance(self.tracker, MlflowTracker):
+            return
+        from mlflow.exceptions import MlflowException
+
+        info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
+        try:
+            info.resume_run_id = study.user_attrs.get(PARENT_ATTR)
+            self.tracker.start(description, config_yaml, info)
+        except MlflowException:  # the parent run is gone (deleted, or another tracking store)
+            info.resume_run_id = None
+            self.tracker.start(description, config_yaml, info)
+        study.set_user_attr(PARENT_ATTR, self.tracker.run_id)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id
+
+    def mark_trial(self, trial: optuna.trial.FrozenTrial, reason: str | None = None) -> None:
+        """Tag the trial's own run with its final state; a pruned or interrupted run ends KILLED."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not isinstance(self.tracker, MlflowTracker) or run_id is None:
+            return
+        client = self.tracker.client
+        client.set_tag(run_id, "optuna.state", trial.state.name)
+        if reason:
+            client.set_tag(run_id, "failure_reason", reason[:5000])
+        if trial.state == optuna.trial.TrialState.PRUNED or client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+
+    def record_best(self, finished: int) -> None:
+        """Log the best value so far (step: finished trials) and tag the best parameters."""
+        if not isinstance(self.tracker, MlflowTracker):
+            return
+        try:
+            best = self.study.best_trial
+        except ValueError:  # no COMPLETE trial yet
+            return
+        self.tracker.client.log_metric(self.run_id, "best_value", best.value, step=finished)
+        tags = {f"best.{key}": str(value) for key, value in best.params.items()}
+        self.tracker.set_tags({**tags, "best.trial": str(best.number)})
+
+    def finish(self, results: Path, reason: str | None = None) -> None:
+        """Attach the results file and figures; end FINISHED, or FAILED with `reason`."""
+        if not isinstance(self.tracker, MlflowTracker):
+            return
+        self.tracker.log_artifact(results)
+        with tempfile.TemporaryDirectory() as folder:
+            for figure in _figures(self.study, Path(folder)):
+                self.tracker.log_artifact(figure, "figures")
+        self.tracker.end("FAILED" if reason else "FINISHED", reason)
+
+
+def _figures(study: optuna.Study, folder: Path) -> list[Path]:
+    """optimization_history.png and, once two trials completed, param_importances.png."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    written = []
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    figures = {"optimization_history": plots.plot_optimization_history}
+    if len(complete) >= 2 and any(t.params != complete[0].params for t in complete):
+        figures["param_importances"] = plots.plot_param_importances
+    for name, plot in figures.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError) as err:  # e.g. importances of a one-valued parameter
+                log.warning("No %s figure: %s", name, err)
+                continue
+        path = folder / f"{name}.png"
+        axes.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(axes.figure)
+        written.append(path)
+    return written

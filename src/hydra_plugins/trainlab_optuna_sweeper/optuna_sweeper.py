@@ -1,0 +1,63 @@
+"""The Hydra Sweeper plugin: `python src/train.py -m hydra/sweeper=optuna` (or `hparams_search=…`).
+
+Only this and the config surface are imported when Hydra scans its plugins; Optuna, MLflow and the
+sweep loop load when a sweep starts.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`hydra.sweeper` with the sampler and pruner instantiated (see config.OptunaSweeperConf)."""
+
+    sampler: Any
+    pruner: Any
+    direction: str
+    storage: str
+    study_name: str | None
+    n_trials: int
+    n_jobs: int
+    max_failure_rate: float
+    threads_per_job: int | None
+    grace_period: float
+    params: Mapping[str, str] | None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "direction": (self.direction in DIRECTIONS, "one of maximize, minimize"),
+            "n_trials": (self.n_trials >= 1, "an integer >= 1"),
+            "n_jobs": (self.n_jobs >= 1, "an integer >= 1"),
+            "max_failure_rate": (0 <= self.max_failure_rate <= 1, "a number in [0, 1]"),
+            "threads_per_job": (self.threads_per_job is None or self.threads_per_job >= 1, "null or >= 1"),
+        }
+        for key, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"hydra.sweeper.{key}={getattr(self, key)}: must be {allowed}")
+
+
+class OptunaSweeper(Sweeper):
+    """Optuna trials as Hydra jobs; the loop is `_impl.OptunaSweep`."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = Settings(**settings)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        from hydra_plugins.trainlab_optuna_sweeper._impl import OptunaSweep
+
+        OptunaSweep(self.settings, self.config, self.launcher).run(list(arguments))

@@ -1,0 +1,130 @@
+"""The job's side of an Optuna trial: report the optimised metric after each validation, stop the run
+when the pruner says so, and file the job's MLflow run as a child of the sweep's parent run.
+
+The sweeper tells a job which trial it is through environment variables (set per job with Hydra's
+`hydra.job.env_set`, so they reach launcher worker processes too); without them, nothing happens. The
+storage URL and the pruner come from the job's own copy of `hydra.sweeper`, so that no password
+travels through the environment or the launcher's log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import lightning as L
+    import optuna
+
+STUDY_ENV = "TRAINLAB_OPTUNA_STUDY"
+TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL_ID"
+PARENT_RUN_ENV = "TRAINLAB_MLFLOW_PARENT_RUN_ID"
+THREADS_ENV = "TRAINLAB_NUM_THREADS"
+
+# SQLite allows one writer at a time; parallel trials wait this long (s) for the lock instead of failing
+# with "database is locked".
+SQLITE_TIMEOUT_S = 120
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage for `url`; SQLite connections wait for the write lock."""
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+@dataclass(frozen=True)
+class TrialLink:
+    """Which trial of which study this job is, and where to find it."""
+
+    study: str
+    trial_id: int
+    parent_run_id: str | None
+    threads: int | None
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that hand this link to a job."""
+        env = {STUDY_ENV: self.study, TRIAL_ENV: str(self.trial_id)}
+        if self.parent_run_id:
+            env[PARENT_RUN_ENV] = self.parent_run_id
+        if self.threads:
+            env[THREADS_ENV] = str(self.threads)
+        return env
+
+
+def current_trial() -> TrialLink | None:
+    """The trial this job runs for, or None outside an Optuna sweep."""
+    if TRIAL_ENV not in os.environ:
+        return None
+    threads = os.environ.get(THREADS_ENV)
+    return TrialLink(
+        study=os.environ[STUDY_ENV],
+        trial_id=int(os.environ[TRIAL_ENV]),
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+        threads=int(threads) if threads else None,
+    )
+
+
+def _load_study(name: str) -> optuna.Study:
+    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper`."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    sweeper = HydraConfig.get().sweeper
+    pruner = instantiate(sweeper.pruner) if sweeper.get("pruner") else optuna.pruners.NopPruner()
+    return optuna.load_study(study_name=name, storage=open_storage(sweeper.storage), pruner=pruner)
+
+
+class TrialCallback(Callback):
+    """Reports `metric` to the trial at each validation end (step = epoch) and raises `TrialPruned` when
+    the pruner cuts the trial; the sweeper then records it PRUNED. Also limits the job's CPU threads to
+    its share and tags its MLflow run with the parent run, the study and the trial number."""
+
+    def __init__(self, link: TrialLink, metric: str) -> None:
+        import optuna
+
+        self.link = link
+        self.metric = metric
+        self.trial = optuna.trial.Trial(_load_study(link.study), link.trial_id)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.link.threads:
+            import torch
+
+            torch.set_num_threads(self.link.threads)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        run_id = getattr(logger, "run_id", None)
+        if run_id is None or not trainer.is_global_zero:
+            return
+        self.trial.set_user_attr("mlflow_run_id", run_id)
+        tags = {"optuna.study": self.link.study, "optuna.trial": str(self.trial.number)}
+        if self.link.parent_run_id:
+            tags["mlflow.parentRunId"] = self.link.parent_run_id
+        for key, value in tags.items():
+            logger.experiment.set_tag(run_id, key, value)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import optuna
+
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or value is None:
+            return
+        epoch = trainer.current_epoch
+        if trainer.is_global_zero:
+            self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric}={float(value):.4g}")
+
+
+def trial_callbacks(run_cfg: DictConfig) -> list[Callback]:
+    """[TrialCallback] inside an Optuna sweep, [] otherwise."""
+    link = current_trial()
+    return [] if link is None else [TrialCallback(link, run_cfg.optimized_metric)]

@@ -1,0 +1,211 @@
+"""The Optuna sweeper end to end: real Optuna on a real SQLite storage, real Hydra multiruns of the CLI in
+a subprocess on tiny MNIST files, real MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from conftest import TINY, TRAIN, cli_env, mlflow_runs
+from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space, to_distribution
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# A sweep whose trials all train (no divergence on the tiny data), sampled reproducibly.
+SAFE_LR = "optimizer.lr=tag(log, interval(0.01, 0.2))"
+RANDOM = ["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0"]
+
+
+def load_study(root: Path) -> optuna.Study:
+    """The one study of the sweeps run under `root` (default storage: <root>/multirun/optuna.db)."""
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{root}/multirun/optuna.db")
+
+
+def states(study: optuna.Study) -> list[str]:
+    return sorted(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+def trial_states_readonly(db: Path) -> list[str]:
+    """The trials' states, read without creating anything (the sweeper may be creating the tables); a
+    RUNNING trial counts once its parameters are drawn, i.e. once its job can start."""
+    query = (
+        "SELECT state FROM trials t WHERE state != 'RUNNING' "
+        "OR EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id)"
+    )
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return [state for (state,) in connection.execute(query)]
+    except sqlite3.OperationalError:  # no file or no table yet
+        return []
+
+
+def sweep_results(root: Path) -> list:
+    return [OmegaConf.load(p) for p in sorted(root.glob("multirun/*/optimization_results.yaml"))]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # The stock plugin's own cases; its deprecated classes are these distributions in Optuna ≥ 3.
+        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+        ("key=choice(true, false)", CategoricalDistribution([True, False])),
+        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+        ("key=shuffle(range(1,3))", CategoricalDistribution([1, 2])),
+        ("key=range(1,3)", IntDistribution(1, 3)),  # IntUniformDistribution(1, 3)
+        ("key=interval(1, 5)", FloatDistribution(1, 5)),  # UniformDistribution(1, 5)
+        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),  # LogUniformDistribution
+        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),  # IntLogUniformDistribution
+        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),  # DiscreteUniformDistribution
+        ("optimizer=choice(sgd, momentum, adam)", CategoricalDistribution(["sgd", "momentum", "adam"])),
+    ],
+)
+def test_search_space_grammar_maps_to_the_stock_plugins_distributions(override, expected):
+    actual = to_distribution(OverridesParser.create().parse_overrides([override])[0])
+    if isinstance(expected, CategoricalDistribution):  # shuffle() permutes the choices
+        assert isinstance(actual, CategoricalDistribution)
+        assert sorted(map(str, actual.choices)) == sorted(map(str, expected.choices))
+    else:
+        assert actual == expected
+
+
+def test_fixed_overrides_go_to_every_trial_and_the_command_line_wins():
+    space, fixed = parse_search_space(["key1=choice(1,2)", "key2=5", "key3=range(1,3)", "key2=6"])
+    assert space == {"key1": CategoricalDistribution([1, 2]), "key3": IntDistribution(1, 3)}
+    assert fixed == {"key2": "6"}
+    space, fixed = parse_search_space(["optimizer.lr=interval(0.1, 1)", "optimizer.lr=0.5"])
+    assert (space, fixed) == ({}, {"optimizer.lr": "0.5"})
+
+
+def test_four_trial_sweep_records_the_study_a_parent_run_four_children_and_the_best(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli(
+        "-m", *TINY, *RANDOM, "hparams_search=elastic_net", "hydra.sweeper.n_trials=4",
+        "regularizer.l1=tag(log, interval(1e-6, 1e-3))", "regularizer.l2=tag(log, interval(1e-6, 1e-2))",
+        SAFE_LR,
+    )  # fmt: skip
+    study = load_study(tmp_path)
+    assert states(study) == ["COMPLETE"] * 4
+    assert {tuple(t.params) for t in study.trials} == {("regularizer.l1", "regularizer.l2", "optimizer.lr")}
+    assert all(1e-6 <= t.params["regularizer.l1"] <= 1e-3 for t in study.trials)
+
+    runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4 == len(runs) - 1
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3]
+    assert {r.data.tags["optuna.state"] for r in children} == {"COMPLETE"}
+    best = study.best_trial
+    assert parents[0].data.metrics["best_value"] == pytest.approx(best.value)
+    assert parents[0].data.tags["best.optimizer.lr"] == str(best.params["optimizer.lr"])
+    best_child = next(r for r in children if r.data.tags["optuna.trial"] == str(best.number))
+    assert float(best_child.data.params["optimizer.lr"]) == pytest.approx(best.params["optimizer.lr"])
+
+    (results,) = sweep_results(tmp_path)
+    assert results.best_value == pytest.approx(best.value)
+    assert results.best_params == best.params and results.study_name == study.study_name
+
+
+def test_killed_sweep_resumes_with_the_same_command_to_exactly_n_trials(mnist_root, tmp_path):
+    args = ["-m", f"paths.root_dir={tmp_path}", *TINY, *RANDOM, "hparams_search=lr", SAFE_LR]
+    cmd = [sys.executable, str(TRAIN), *args, "hydra.sweeper.n_trials=3", "trainer.max_epochs=2"]
+    sweep = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:  # kill it while a trial runs, after one has completed
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and sweep.poll() is None:
+            found = trial_states_readonly(tmp_path / "multirun" / "optuna.db")
+            if "COMPLETE" in found and "RUNNING" in found:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    assert "RUNNING" in states(load_study(tmp_path)), "the sweep ended before it could be killed mid-trial"
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = load_study(tmp_path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    interrupted = study.get_trials(states=(TrialState.FAIL,))
+    assert len(complete) == 3 and "RUNNING" not in states(study)
+    assert len({t.params["optimizer.lr"] for t in complete}) == 3  # none run twice
+    assert interrupted and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in interrupted)
+    # ... and none lost: the interrupted trial's parameters ran again.
+    assert {t.params["optimizer.lr"] for t in interrupted} <= {t.params["optimizer.lr"] for t in complete}
+
+
+def test_diverging_trials_fail_with_their_reason_and_the_sweep_goes_on(run_cli, mnist_root, tmp_path):
+    result = run_cli(
+        "-m", *TINY, "trainer.max_epochs=2", "hparams_search=lr", "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(0.05, 1e10)", "hydra.sweeper.n_trials=2",
+    )  # fmt: skip
+    assert result.returncode == 0
+    study = load_study(tmp_path)
+    by_lr = {t.params["optimizer.lr"]: t for t in study.trials}
+    assert by_lr[0.05].state == TrialState.COMPLETE
+    assert by_lr[1e10].state == TrialState.FAIL
+    assert by_lr[1e10].user_attrs["fail_reason"].startswith("Diverged: train/loss became")
+    failed_run = next(r for r in mlflow_runs(tmp_path) if r.data.tags.get("optuna.state") == "FAIL")
+    assert failed_run.info.status == "FAILED" and "Diverged" in failed_run.data.tags["failure_reason"]
+    assert sweep_results(tmp_path)[0].best_params == {"optimizer.lr": 0.05}
+
+
+def test_sweep_stops_once_more_than_max_failure_rate_of_n_trials_failed(run_cli, mnist_root, tmp_path):
+    result = run_cli(
+        "-m", *TINY, "hparams_search=lr", "optimizer.lr=choice(1e10)", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.25", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "sweep stopped: 2 of 2 trials failed, more than max_failure_rate=0.25 of n_trials=4" in result.stderr
+    )
+    assert states(load_study(tmp_path)) == ["FAIL", "FAIL"]
+
+
+def test_pruner_stops_a_hopeless_trial_after_its_first_epoch_and_keeps_its_curve(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli(
+        "-m", *TINY, "trainer.max_epochs=3", "hparams_search=lr", "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(1e-6, 0.1)", "hydra.sweeper.n_trials=2",
+        # Any Optuna pruner by _target_; this one makes the outcome certain: lr=1e-6 stays near chance.
+        "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.5}",
+    )  # fmt: skip
+    study = load_study(tmp_path)
+    hopeless = next(t for t in study.trials if t.params["optimizer.lr"] == 1e-6)
+    assert hopeless.state == TrialState.PRUNED and list(hopeless.intermediate_values) == [0]
+    run = next(r for r in mlflow_runs(tmp_path) if r.data.tags.get("optuna.trial") == str(hopeless.number))
+    assert run.data.tags["optuna.state"] == "PRUNED" and run.info.status == "KILLED"
+    assert run.data.metrics["val/acc"] == pytest.approx(hopeless.intermediate_values[0])
+
+
+def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cli, mnist_root, tmp_path):
+    result = run_cli(
+        "-m", *TINY, *RANDOM, "trainer.max_epochs=2", "hparams_search=lr", SAFE_LR,
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+    )  # fmt: skip
+    assert states(load_study(tmp_path)) == ["COMPLETE", "COMPLETE"]
+    assert "database is locked" not in result.stderr
+    # Each job's span: from Hydra writing its config (job start) to the end of its MLflow run.
+    children = [r for r in mlflow_runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
+    started = [
+        (tmp_path / "multirun").glob(f"*/{r.data.tags['job_num']}/.hydra/config.yaml") for r in children
+    ]
+    starts = [next(paths).stat().st_mtime * 1000 for paths in started]
+    assert max(starts) < min(r.info.end_time for r in children)
