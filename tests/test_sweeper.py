@@ -168,8 +168,8 @@ def test_diverging_trials_fail_with_their_reason_and_the_sweep_goes_on(run_cli, 
 
 def test_sweep_stops_once_more_than_max_failure_rate_of_n_trials_failed(run_cli, mnist_root, tmp_path):
     result = run_cli(
-        "-m", *TINY, "hparams_search=lr", "optimizer.lr=choice(1e10)", "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.max_failure_rate=0.25", check=False,
+        "-m", *TINY, "logger=none", "hparams_search=lr", "optimizer.lr=choice(1e10)",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25", check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert (
