@@ -36,6 +36,11 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     ]
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
+    curves = cfg.get("curves")
+    if curves and (curves.every_n_steps or curves.every_n_epochs):
+        from trainlab.curves import Curves
+
+        callbacks.append(Curves(curves.every_n_steps, curves.every_n_epochs, curves.max_images))
     if run_cfg.get("diagnostics", {}).get("enabled", False):
         from trainlab.diagnostics import build_diagnostics
 

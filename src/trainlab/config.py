@@ -50,6 +50,12 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     Rule("regularizer.l1", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     Rule("regularizer.l2", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    Rule(
+        "regularizer.target",
+        lambda v: v in ("weights", "activations"),
+        "weights or activations",
+        optional=True,
+    ),
     Rule("init.std", lambda v: _is_number(v) and v >= 0, "a number >= 0", optional=True),
     Rule("init.distribution", lambda v: v in ("normal", "uniform"), "normal or uniform", optional=True),
     Rule("init.fan", lambda v: v in ("in", "avg"), "in or avg", optional=True),

@@ -20,7 +20,12 @@ from trainlab.errors import Diverged
 from trainlab.init import initialize
 from trainlab.models import build_model
 from trainlab.optim import build_optimizer
-from trainlab.regularizers import penalized_weights, weight_penalty
+from trainlab.regularizers import (
+    activation_penalty,
+    last_hidden_activation,
+    penalized_weights,
+    weight_penalty,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -41,6 +46,9 @@ class Classifier(L.LightningModule):
         self.model = build_model(cfg.model, cfg.norm, tuple(image_shape), num_classes)
         initialize(self.model, cfg.init)
         self.penalized = penalized_weights(self.model)
+        self.penalize_activations = cfg.regularizer.get("target", "weights") == "activations"
+        if self.penalize_activations:
+            last_hidden_activation(self.model).register_forward_hook(self._keep_activations)
         # Keyed "<split>_" since ModuleDict keys must not shadow Module attributes such as `train`.
         self.metrics = torch.nn.ModuleDict(
             {
@@ -64,10 +72,18 @@ class Classifier(L.LightningModule):
         metrics["acc"].update(logits.detach(), labels)
         return loss
 
+    def _keep_activations(self, layer: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        """Forward hook: the last hidden layer's output, for `regularizer.target=activations`."""
+        self.hidden_activations = output
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._evaluate(batch, "train")
         if self.l1 or self.l2:
-            penalty = weight_penalty(self.penalized, self.l1, self.l2)
+            penalty = (
+                activation_penalty(self.hidden_activations, self.l1, self.l2)
+                if self.penalize_activations
+                else weight_penalty(self.penalized, self.l1, self.l2)
+            )
             self.train_penalty.update(penalty.detach())
             loss = loss + penalty
         if not torch.isfinite(loss):

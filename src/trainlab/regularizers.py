@@ -3,7 +3,9 @@
 penalty = l1 · Σ|w| + (l2 / 2) · Σ w²,   so   ∂penalty/∂w = l1 · sign(w) + l2 · w.
 
 `l1` weighs the absolute term and `l2` the squared one (the report's λ₁ weighs the squared term:
-here the names say which is which). Only weights of affine and conv layers are penalised.
+here the names say which is which). Only weights of affine and conv layers are penalised, unless
+`regularizer.target=activations` puts the same penalty on the last hidden layer's output instead
+(Keras' activity regularizer, as exercise 7's originals do on the 512-unit layer).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from trainlab.models.layers import ACTIVATIONS
 
 
 def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -27,3 +31,13 @@ def weight_penalty(weights: Sequence[torch.Tensor], l1: float, l2: float) -> tor
     if l2:
         total = total + 0.5 * l2 * sum(w.pow(2).sum() for w in weights)
     return total
+
+
+def last_hidden_activation(model: nn.Module) -> nn.Module:
+    """The activation module feeding the output layer (in `cifar_cnn`, the 512-unit layer's)."""
+    return [layer for layer in model.modules() if isinstance(layer, tuple(ACTIVATIONS.values()))][-1]
+
+
+def activation_penalty(activations: torch.Tensor, l1: float, l2: float) -> torch.Tensor:
+    """Activity penalty per sample, averaged over the batch: (l1 · Σ|a| + (l2 / 2) · Σ a²) / batch size."""
+    return weight_penalty([activations], l1, l2) / len(activations)

@@ -1,0 +1,265 @@
+"""An exercise's figure and results table, redrawn from MLflow: `python src/report.py experiment=NAME`.
+
+The runs of an exercise live in the MLflow experiment `logger.experiment_name`; the runs of one
+multirun share the `sweep_dir` tag. The latest sweep is reported (or the latest run, if it was a single
+run) unless `sweep=<sweep folder name>` names one. Each run's variant is read from its `overrides` tag:
+the keys whose values differ between the sweep's runs, labelled through the experiment's
+`report.labels` (`normal` → `N(0, 0.01²)`).
+
+Figure kinds are a registry, `KINDS: dict[str, Callable[[Sweep], Figure]]`: a kind receives the
+`Sweep` (its `report` config, its variants in job order, each with its label and MLflow run, and
+`sweep.history(variant, metric)` → (x, values) with x in steps or epochs as `report.x` says) and
+returns a matplotlib `Figure`. `report()` saves it as `<sweep folder>/<experiment>_<kind>.png` and
+logs it on the sweep's summary run. `kind=accuracy` is the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from trainlab.errors import UserError
+
+# Tags of the summary run that holds a sweep's figures (it is not one of the sweep's runs).
+SUMMARY_TAG = "report.sweep"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compared run: `label` names what it varies (`sigmoid + N(0, 0.01²)`)."""
+
+    label: str
+    run: Any  # mlflow.entities.Run
+
+
+@dataclass
+class Sweep:
+    """The runs of one sweep of an exercise, and how its report config says to draw them."""
+
+    experiment: str
+    name: str  # the sweep folder's name, or the run id of a single run
+    report: DictConfig
+    variants: list[Variant]
+    client: Any  # mlflow.tracking.MlflowClient
+
+    def history(self, variant: Variant, metric: str) -> tuple[list[float], list[float]]:
+        """(x, values) of `metric`, x in steps, or in epochs (from `curve/epoch`) if `report.x=epoch`."""
+        points = sorted(self.client.get_metric_history(variant.run.info.run_id, metric), key=lambda m: m.step)
+        steps = [m.step for m in points]
+        if self.report.x == "epoch" and metric.startswith("curve/"):
+            epoch_of = {
+                m.step: m.value
+                for m in self.client.get_metric_history(variant.run.info.run_id, "curve/epoch")
+            }
+            steps = [epoch_of.get(step, step) for step in steps]
+        return steps, [m.value for m in points]
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """`"experiment=x init=he model.hidden=[40,20]"` → {"experiment": "x", "init": "he", ...}."""
+    pairs = (item.split("=", 1) for item in text.split() if "=" in item)
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def label_variants(runs: list, labels: DictConfig | dict) -> list[Variant]:
+    """Label each run by the override values that differ between `runs` (joined by " + "); a run
+    compared with nothing is labelled by its experiment's name."""
+    overrides = [parse_overrides(run.data.tags.get("overrides", "")) for run in runs]
+    keys = list(dict.fromkeys(key for each in overrides for key in each))
+    varied = [key for key in keys if len({each.get(key) for each in overrides}) > 1]
+    variants = []
+    for run, each in zip(runs, overrides, strict=True):
+        parts = [str(labels.get(each[key], f"{key}={each[key]}")) for key in varied if key in each]
+        variants.append(
+            Variant(" + ".join(parts) or run.data.tags.get("choice.experiment", run.info.run_name), run)
+        )
+    return variants
+
+
+def _no_runs(experiment: str) -> UserError:
+    return UserError(
+        f"experiment={experiment}: no runs in MLflow yet; "
+        f"run `python src/train.py -m experiment={experiment}` first"
+    )
+
+
+def find_runs(client: Any, experiment: str, sweep: str | None) -> tuple[str, list]:
+    """(sweep name, its runs in job order): the named sweep, or the latest sweep or single run."""
+    found = client.get_experiment_by_name(experiment)
+    runs = [] if found is None else client.search_runs([found.experiment_id], order_by=["start_time DESC"])
+    runs = [run for run in runs if SUMMARY_TAG not in run.data.tags]
+    if not runs:
+        raise _no_runs(experiment)
+    if sweep is None:
+        sweep = runs[0].data.tags.get("sweep_dir")
+        if sweep is None:
+            return runs[0].info.run_id, [runs[0]]
+    chosen = [run for run in runs if run.data.tags.get("sweep_dir") == sweep]
+    if not chosen:
+        known = sorted({run.data.tags["sweep_dir"] for run in runs if "sweep_dir" in run.data.tags})
+        raise UserError(
+            f"sweep={sweep}: no such sweep of {experiment}; its sweeps: {', '.join(known) or 'none'}"
+        )
+    return sweep, sorted(chosen, key=lambda run: int(run.data.tags.get("job_num", 0)))
+
+
+def _curve_metrics(sweep: Sweep, variant: Variant) -> tuple[str, str]:
+    """Sampled curves if the run has them, else the per-epoch train and validation metrics."""
+    if "curve/test/acc" in variant.run.data.metrics:
+        return "curve/train/{}", "curve/test/{}"
+    return "train/{}", "val/{}"
+
+
+def plot_accuracy(sweep: Sweep) -> Any:
+    """One panel per variant with train (solid) and test (dashed) curves, and a last panel comparing the
+    variants' test curves, at most four panels a row; the loss follows in panels of its own when
+    `report.loss` is true."""
+    from matplotlib.figure import Figure
+
+    quantities = ["acc", "loss"] if sweep.report.loss else ["acc"]
+    compare = len(sweep.variants) > 1
+    panels = len(sweep.variants) + compare
+    columns = min(panels, 4)
+    rows = -(-panels // columns)
+    figure = Figure(figsize=(3.4 * columns, 2.7 * rows * len(quantities) + 0.5), layout="constrained")
+    grid = figure.subplots(rows * len(quantities), columns, squeeze=False).ravel()
+    x_label = "iterations" if sweep.report.x == "step" else "epochs"
+    for block, quantity in enumerate(quantities):
+        axes = grid[block * rows * columns : (block + 1) * rows * columns]
+        for ax, variant in zip(axes, sweep.variants, strict=False):
+            train, test = (name.format(quantity) for name in _curve_metrics(sweep, variant))
+            ax.plot(*sweep.history(variant, train), label="train")
+            ax.plot(*sweep.history(variant, test), "--", label=test.split("/")[-2])
+            ax.set_title(variant.label, fontsize=9)
+            if compare:
+                axes[panels - 1].plot(*sweep.history(variant, test), label=variant.label)
+        if compare:
+            axes[panels - 1].set_title(f"test {quantity}, all variants", fontsize=9)
+            axes[panels - 1].legend(fontsize=7)
+        axes[0].legend(fontsize=8)
+        for ax in axes[:panels]:
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(quantity)
+            ax.grid(alpha=0.3)
+            if quantity == "acc":
+                ax.set_ylim(0, 1.02)
+        for ax in axes[panels:]:
+            ax.set_visible(False)
+    figure.suptitle(sweep.report.title)
+    return figure
+
+
+KINDS: dict[str, Callable[[Sweep], Any]] = {"accuracy": plot_accuracy}
+
+
+def _last(sweep: Sweep, variant: Variant, metric: str) -> float | None:
+    history = sweep.history(variant, metric)[1]
+    return history[-1] if history else variant.run.data.metrics.get(metric)
+
+
+def results_table(sweep: Sweep) -> str:
+    """Final train and test accuracy per variant (last curve point), the gap, and `test/acc` of the
+    best checkpoint by validation accuracy."""
+    header = ("variant", "train acc", "test acc", "gap", "best-ckpt test", "status")
+    rows = []
+    for variant in sweep.variants:
+        train, test = (name.format("acc") for name in _curve_metrics(sweep, variant))
+        train_acc, test_acc = _last(sweep, variant, train), _last(sweep, variant, test)
+        gap = None if train_acc is None or test_acc is None else train_acc - test_acc
+        best = variant.run.data.metrics.get("test/acc")
+        cells = [
+            variant.label,
+            *(f"{v:.3f}" if v is not None else "-" for v in (train_acc, test_acc, gap, best)),
+        ]
+        rows.append((*cells, variant.run.info.status))
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _summary_run(client: Any, sweep: Sweep) -> str:
+    """The run that holds a sweep's figures: reused when the report is drawn again."""
+    experiment_id = sweep.variants[0].run.info.experiment_id
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = '{sweep.name}'")
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"report {sweep.name}", tags={SUMMARY_TAG: sweep.name})
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def compose(experiment: str, overrides: list[str]) -> DictConfig:
+    """The exercise's config as `src/train.py` would compose it (for its tracking URI and report)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    known = sorted(path.stem for path in (conf / "experiment").glob("*.yaml"))
+    if experiment not in known:
+        raise UserError(f"experiment={experiment}: must be one of {', '.join(known)}")
+    try:
+        with initialize_config_dir(str(conf), version_base="1.3"):
+            return hydra_compose("train", overrides=[f"experiment={experiment}", *overrides])
+    except HydraException as err:
+        raise UserError(f"{' '.join(overrides)}: {str(err).splitlines()[0]}") from None
+
+
+def report(
+    experiment: str, sweep: str | None = None, kind: str = "accuracy", overrides: list[str] = ()
+) -> Path:
+    """Draw `kind` for a sweep of `experiment`, save it in the sweep folder, log it on the summary run,
+    print the results table; return the PNG's path."""
+    if kind not in KINDS:
+        raise UserError(f"kind={kind}: must be one of {', '.join(sorted(KINDS))}")
+    cfg = compose(experiment, list(overrides))
+    from mlflow.tracking import MlflowClient
+
+    uri = cfg.logger.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise _no_runs(experiment)  # and do not create an empty store
+    client = MlflowClient(uri)
+    name, runs = find_runs(client, cfg.logger.experiment_name, sweep)
+    drawn = Sweep(experiment, name, cfg.report, label_variants(runs, cfg.report.labels), client)
+    root = Path(cfg.paths.root_dir)
+    folder = root / "multirun" / name if "sweep_dir" in runs[0].data.tags else root / "outputs" / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{experiment}_{kind}.png"
+    KINDS[kind](drawn).savefig(png, dpi=110)
+    table = results_table(drawn)
+    (folder / f"{experiment}_results.txt").write_text(table + "\n")
+    summary = _summary_run(client, drawn)
+    client.log_artifact(summary, str(png))
+    client.log_artifact(summary, str(folder / f"{experiment}_results.txt"))
+    print(f"{cfg.report.title}\nsweep {name}: {len(runs)} runs\n\n{table}\n\nfigure: {png}")
+    return png
+
+
+def main(argv: list[str]) -> int:
+    """`experiment=NAME [sweep=FOLDER] [kind=accuracy] [key=value ...]`; other keys override the config
+    (e.g. `paths.root_dir=...`). A mistake is one line on stderr and exit status 2."""
+    import sys
+
+    options = dict(
+        arg.split("=", 1) for arg in argv if arg.split("=", 1)[0] in ("experiment", "sweep", "kind")
+    )
+    overrides = [arg for arg in argv if arg.split("=", 1)[0] not in options]
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        if "experiment" not in options:
+            raise UserError(
+                "experiment: missing; name one, e.g. `python src/report.py experiment=optimizers`"
+            )
+        report(options["experiment"], options.get("sweep"), options.get("kind", "accuracy"), overrides)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
