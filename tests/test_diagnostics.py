@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
 from trainlab.callbacks import build_callbacks
 from trainlab.diagnostics import Diagnostics, check_diagnostics, saturation, sigmoid_derivative
+from trainlab.diagnostics_figures import load_run, plot_gradients
 from trainlab.diagnostics_figures import main as draw_figures
-from trainlab.diagnostics_figures import plot_gradients
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, UserError
 from trainlab.module import Classifier
 
 # 180 training images in batches of 20: steps 0..8 in one epoch, sampled at 0, 4 and 8 (the last).
@@ -122,6 +122,12 @@ def test_gradients_kind_draws_depth_curves_and_histograms_of_each_variant_in_one
     assert len([ax for ax in histograms.axes if ax.get_visible()]) == 2 * 3  # 2 runs × 3 hidden layers
     figure.savefig(tmp_path / "gradients.png")
     assert (tmp_path / "gradients.png").stat().st_size > 10_000
+
+
+def test_figures_of_a_run_without_diagnostics_are_a_one_line_error(run_cli, mnist_root, tmp_path):
+    run_cli(*TINY, "data.batch_size=50")
+    with pytest.raises(UserError, match=r"no diagnostics recorded; train with diagnostics=on"):
+        load_run(store(tmp_path), mlflow_runs(tmp_path)[0])
 
 
 def test_sigmoid_derivative_peaks_at_one_quarter_and_matches_autograd():

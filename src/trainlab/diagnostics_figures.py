@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainlab.errors import UserError
+
 # Where trainlab.diagnostics puts the histograms (not imported: it pulls in torch and Lightning).
 HISTOGRAM_ARTIFACT = "diagnostics/activations.json"
 GRADIENTS_PNG = "gradient_norms.png"
@@ -40,9 +42,16 @@ def _depth(metric: str) -> int:
 
 
 def load_run(client: Any, run: Any) -> RunDiagnostics:
-    """Read a run's `grad_norm/layer*` histories and its `diagnostics/activations.json` artifact."""
+    """Read a run's `grad_norm/layer*` histories and its `diagnostics/activations.json` artifact; a run
+    without them (trained with diagnostics=off, or still running) is a UserError naming it."""
     run_id = run.info.run_id
     keys = sorted((key for key in run.data.metrics if key.startswith("grad_norm/layer")), key=_depth)
+    folder = HISTOGRAM_ARTIFACT.rsplit("/", 1)[0]
+    if not keys or HISTOGRAM_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        raise UserError(
+            f"run {run.info.run_name!r} ({run.info.status}): no diagnostics recorded; "
+            "train with diagnostics=on and let the run finish"
+        )
     grad_norm: dict[int, list[float]] = {}
     for depth, key in enumerate(keys):
         for point in client.get_metric_history(run_id, key):
@@ -192,8 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
     if not runs:
         parser.error("no finished run with diagnostics=on matches")
-    for path in draw_gradients(client, runs, args.out):
-        print(path)
+    try:
+        paths = draw_gradients(client, runs, args.out)
+    except UserError as err:
+        parser.exit(2, f"error: {err}\n")
+    print("\n".join(map(str, paths)))
 
 
 if __name__ == "__main__":
