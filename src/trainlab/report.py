@@ -108,7 +108,7 @@ def find_runs(client: Any, experiment: str, sweep: str | None) -> tuple[str, lis
     return sweep, sorted(chosen, key=lambda run: int(run.data.tags.get("job_num", 0)))
 
 
-def _curve_metrics(sweep: Sweep, variant: Variant) -> tuple[str, str]:
+def _curve_metrics(variant: Variant) -> tuple[str, str]:
     """Sampled curves if the run has them, else the per-epoch train and validation metrics."""
     if "curve/test/acc" in variant.run.data.metrics:
         return "curve/train/{}", "curve/test/{}"
@@ -132,7 +132,7 @@ def plot_accuracy(sweep: Sweep) -> Any:
     for block, quantity in enumerate(quantities):
         axes = grid[block * rows * columns : (block + 1) * rows * columns]
         for ax, variant in zip(axes, sweep.variants, strict=False):
-            train, test = (name.format(quantity) for name in _curve_metrics(sweep, variant))
+            train, test = (name.format(quantity) for name in _curve_metrics(variant))
             ax.plot(*sweep.history(variant, train), label="train")
             ax.plot(*sweep.history(variant, test), "--", label=test.split("/")[-2])
             ax.set_title(variant.label, fontsize=9)
@@ -168,7 +168,7 @@ def results_table(sweep: Sweep) -> str:
     header = ("variant", "train acc", "test acc", "gap", "best-ckpt test", "status")
     rows = []
     for variant in sweep.variants:
-        train, test = (name.format("acc") for name in _curve_metrics(sweep, variant))
+        train, test = (name.format("acc") for name in _curve_metrics(variant))
         train_acc, test_acc = _last(sweep, variant, train), _last(sweep, variant, test)
         gap = None if train_acc is None or test_acc is None else train_acc - test_acc
         best = variant.run.data.metrics.get("test/acc")
