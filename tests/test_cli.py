@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, mlflow_runs
 from mlflow.tracking import MlflowClient
+
+from conftest import TINY, mlflow_runs
 
 
 def checkpoint_files(root: Path) -> list[Path]:

@@ -69,7 +69,8 @@ def test_slurm_warning_signal_saves_the_run_and_the_requeued_job_finishes_it_as_
     saved = torch.load(last, weights_only=True)
     assert 0 < saved["global_step"] < epochs * 3
     (run,) = mlflow_runs(root)
-    assert run.info.status != "FINISHED"
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"].startswith("preempted")
 
     # SLURM restarts the job with the same command in the same folder (submitit keeps Hydra's folder).
     again = start(root, run_dir, epochs, SLURM_RESTART_COUNT="1")
@@ -78,6 +79,7 @@ def test_slurm_warning_signal_saves_the_run_and_the_requeued_job_finishes_it_as_
     (resumed,) = mlflow_runs(root)
     assert resumed.info.run_id == run.info.run_id
     assert resumed.info.status == "FINISHED"
+    assert "failure_reason" not in resumed.data.tags
     assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == run.info.run_id
     assert torch.load(last, weights_only=True)["epoch"] == epochs - 1  # counted from 0
     assert [p.name for p in root.glob("outputs/*")] == []

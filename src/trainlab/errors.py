@@ -13,5 +13,9 @@ class DataError(UserError):
     """A data set that is missing or unreadable: the message names the file or folder and how to fix it."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that cannot be loaded safely: corrupt, truncated, or holding code to run."""
+
+
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the run stops at once rather than train on garbage."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainlab.diagnostics_figures import plot_gradients
 from trainlab.errors import UserError
 
 # Tags of the summary run that holds a sweep's figures (it is not one of the sweep's runs).
@@ -154,7 +155,7 @@ def plot_accuracy(sweep: Sweep) -> Any:
     return figure
 
 
-KINDS: dict[str, Callable[[Sweep], Any]] = {"accuracy": plot_accuracy}
+KINDS: dict[str, Callable[[Sweep], Any]] = {"accuracy": plot_accuracy, "gradients": plot_gradients}
 
 
 def _last(sweep: Sweep, variant: Variant, metric: str) -> float | None:

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainlab.errors import ConfigError
+from trainlab.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,15 @@ def job_overrides(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(_NOT_IDENTITY))
 
 
-def write_record(point: ResumePoint, overrides: list[str], mlflow_run_id: str | None) -> None:
+def write_record(
+    point: ResumePoint, overrides: list[str], mlflow_run_id: str | None, tracking_uri: str | None
+) -> None:
     point.run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"overrides": job_overrides(overrides), "mlflow_run_id": mlflow_run_id}
+    record = {
+        "overrides": job_overrides(overrides),
+        "mlflow_run_id": mlflow_run_id,
+        "tracking_uri": tracking_uri,
+    }
     (point.run_dir / RECORD).write_text(json.dumps(record, indent=2))
 
 
@@ -51,6 +57,22 @@ def _read_record(run_dir: Path) -> dict:
         return json.loads((run_dir / RECORD).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def check_loadable(checkpoint: Path) -> None:
+    """Refuse a checkpoint that is corrupt or would need arbitrary unpickling (code execution) to load."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError (unsafe or garbage), EOFError/RuntimeError (truncated), ...
+        reason = str(err).splitlines()[0][:200]
+        raise CheckpointError(
+            f"{checkpoint}: cannot be loaded safely ({type(err).__name__}: {reason}); "
+            "delete it (or pass another ckpt_path) — trainlab checkpoints load with weights_only=True"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{checkpoint}: not a Lightning checkpoint (no state_dict); pass another one")
 
 
 def find_resume_point(
@@ -64,7 +86,7 @@ def find_resume_point(
         if not checkpoint.is_file():
             raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file; give a .ckpt file or 'last'")
         run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else output_dir
-        return ResumePoint(run_dir, checkpoint, _read_record(run_dir).get("mlflow_run_id"))
+        return _resume_from(run_dir, checkpoint)
     wanted = job_overrides(overrides)
     candidates = [
         record.parent
@@ -81,6 +103,9 @@ def find_resume_point(
         return ResumePoint(output_dir)
     run_dir = max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime)
     log.info("Resuming %s", run_dir / "checkpoints" / "last.ckpt")
-    return ResumePoint(
-        run_dir, run_dir / "checkpoints" / "last.ckpt", _read_record(run_dir).get("mlflow_run_id")
-    )
+    return _resume_from(run_dir, run_dir / "checkpoints" / "last.ckpt")
+
+
+def _resume_from(run_dir: Path, checkpoint: Path) -> ResumePoint:
+    check_loadable(checkpoint)
+    return ResumePoint(run_dir, checkpoint, _read_record(run_dir).get("mlflow_run_id"))

@@ -7,7 +7,7 @@ before training and ends it as FINISHED, FAILED (with the reason as a tag) or KI
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +16,41 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainlab.config import check_choice
+from trainlab.errors import UserError
+from trainlab.sqlite import creation_lock
 
 log = logging.getLogger(__name__)
 
 # Config keys that hold machine-specific paths or URIs: useless for comparing runs, and private.
-PRIVATE_KEYS = ("paths", "hydra", "ckpt_path", "data.root", "logger.tracking_uri", "logger.artifact_location")
+PRIVATE_KEYS = (
+    "paths",
+    "hydra",
+    "ckpt_path",
+    "report",
+    "variants",
+    "data.root",
+    "logger.tracking_uri",
+    "logger.artifact_location",
+)
 
 
 def check_logger(cfg: DictConfig) -> None:
     check_choice("logger.name", cfg.name, TRACKERS)
+
+
+REDACTED = "<from the environment>"
+
+
+def redact_environment(config: dict[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with every value that came from `${oc.env:...}` in the unresolved `raw` config replaced
+    by REDACTED: tokens and passwords passed through the environment never reach MLflow."""
+    public = dict(config)
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and isinstance(public.get(key), Mapping):
+            public[key] = redact_environment(public[key], value)
+        elif isinstance(value, str) and "oc.env:" in value:
+            public[key] = REDACTED
+    return public
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -48,6 +74,7 @@ class RunInfo:
     name: str
     tags: dict[str, str] = field(default_factory=dict)
     resume_run_id: str | None = None
+    run_dir: Path | None = None  # where an unreachable server's writes are kept
 
 
 class Tracker:
@@ -57,6 +84,9 @@ class Tracker:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
+
+    def check(self) -> None:
+        """Fail fast (before any data or training) if the store cannot be used."""
 
     @property
     def lightning_logger(self) -> Any:
@@ -75,15 +105,18 @@ class Tracker:
         """Mark the run FINISHED, FAILED or KILLED."""
 
     @contextmanager
-    def running(self) -> Iterator[None]:
-        """End the run as FINISHED, KILLED (Ctrl-C) or FAILED (any error, its reason kept as a tag)."""
+    def running(self, interrupted: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """End the run as FINISHED, KILLED (Ctrl-C, SIGTERM: `interrupted()` is true) or FAILED (any
+        other error, its reason kept as the tag `failure_reason`)."""
         try:
             yield
-        except KeyboardInterrupt:
-            self.end("KILLED", "interrupted (Ctrl-C or SIGTERM)")
-            raise
         except BaseException as err:
-            self.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            if isinstance(err, KeyboardInterrupt) or interrupted():  # Lightning turns it into SystemExit
+                self.end("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+            elif isinstance(err, SystemExit):  # preempted on a cluster and requeued (trainlab.cluster)
+                self.end("KILLED", "preempted: saved and requeued")
+            else:
+                self.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
         self.end("FINISHED")
 
@@ -99,19 +132,46 @@ class CsvTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
-    """One MLflow run per training run: params, tags, config.yaml, metrics, and the best checkpoint."""
+    """One MLflow run per training run: params, tags, config.yaml, metrics, and the best checkpoint.
+
+    Writes go through `ResilientClient`: a tracking server that disappears mid-run costs no training
+    (writes are spooled to the run folder and sent later); a SQLite store busy with other writers is
+    retried.
+    """
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        from mlflow.tracking import MlflowClient
+        import os
 
-        self.client = MlflowClient(cfg.tracking_uri)
+        from trainlab.spool import ResilientClient
+
+        if cfg.tracking_uri.startswith(("http://", "https://")):
+            # Fail in seconds, not after MLflow's default minutes of retries.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        with creation_lock(cfg.tracking_uri):  # opening the store creates (migrates) its tables
+            self.client = ResilientClient(cfg.tracking_uri)
         self._logger = None
 
-    def _experiment_id(self) -> str:
-        """Get or create the experiment; two jobs of a multirun may race to create it."""
-        from mlflow.exceptions import MlflowException
+    def check(self) -> None:
+        import requests
 
+        uri = self.cfg.tracking_uri
+        if not self.client.remote:
+            return
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            raise UserError(
+                f"logger.tracking_uri={uri}: no MLflow server answers ({type(err).__name__}); start it, "
+                "or unset MLFLOW_TRACKING_URI to log to the local SQLite store"
+            ) from None
+
+    def _experiment_id(self) -> str:
+        with creation_lock(self.cfg.tracking_uri):
+            return self._get_or_create_experiment()
+
+    def _get_or_create_experiment(self) -> str:
         name = self.cfg.experiment_name
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
@@ -121,18 +181,19 @@ class MlflowTracker(Tracker):
         location = None
         if self.cfg.tracking_uri.startswith("sqlite:"):
             location = Path(self.cfg.artifact_location).resolve().as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:
-            return self.client.get_experiment_by_name(name).experiment_id
+        return self.client.create_experiment(name, artifact_location=location)
 
     def start(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> None:
         from mlflow.entities import Param, RunTag
 
+        if info.run_dir is not None:
+            self.client.spool_path = info.run_dir / "mlflow_spool.jsonl"
         if info.resume_run_id:
             self.run_id = info.resume_run_id
             self.client.update_run(self.run_id, status="RUNNING")
             self.client.set_tag(self.run_id, "resumed", "true")
+            if "failure_reason" in self.client.get_run(self.run_id).data.tags:  # the reason it stopped before
+                self.client.delete_tag(self.run_id, "failure_reason")
             log.info("Resuming MLflow run %s", self.run_id)
             return
         run = self.client.create_run(self._experiment_id(), run_name=self.cfg.run_name or info.name)
@@ -160,6 +221,7 @@ class MlflowTracker(Tracker):
                     pass
 
             self._logger = RunOwnedMLFlowLogger(tracking_uri=self.cfg.tracking_uri, run_id=self.run_id)
+            self._logger._mlflow_client = self.client  # its writes spool or retry too
         return self._logger
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
@@ -175,6 +237,14 @@ class MlflowTracker(Tracker):
         if reason:
             self.client.set_tag(self.run_id, "failure_reason", reason)
         self.client.set_terminated(self.run_id, status)
+        if not self.client.flush():
+            log.warning(
+                "MLflow server still unreachable: %d writes of this run are kept in %s; send them later "
+                "with `python -m trainlab.spool %s`",
+                self.client.pending(),
+                self.client.spool_path,
+                self.client.spool_path,
+            )
 
 
 def log_points(logger: Any, points: list[tuple[str, float, int]]) -> None:

@@ -5,6 +5,7 @@ Everything a user can get wrong is checked before the first MLflow call, so a ba
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import sys
@@ -24,8 +25,10 @@ def _job() -> tuple[Path, list[str], dict[str, str]]:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    # Where files go is the machine's business, not the run's: keep paths out of names and tags.
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("paths.")]
+    # Where files go is the machine's business, not the run's: keep paths out of names and tags. Unresolved,
+    # so that `key=${oc.env:TOKEN}` stays that text and the token's value never reaches MLflow.
+    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    overrides = [o for o in task if not o.startswith("paths.")]
     tags = {
         f"choice.{group}": str(option)
         for group, option in hydra_cfg.runtime.choices.items()
@@ -50,14 +53,23 @@ def train(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities import rank_zero_only
 
     from trainlab.callbacks import build_callbacks
+    from trainlab.cluster import check_cluster, requeued_checkpoint
     from trainlab.data import build_datamodule
+    from trainlab.interrupts import graceful_interrupts
     from trainlab.module import Classifier
     from trainlab.resume import find_resume_point, write_record
-    from trainlab.tracking import RunInfo, Tracker, make_tracker
+    from trainlab.tracking import RunInfo, Tracker, make_tracker, redact_environment
 
+    # Under DDP every process runs this function; only global rank 0 records the run.
+    is_rank_zero = rank_zero_only.rank == 0
+    tracker = make_tracker(cfg.logger) if is_rank_zero else Tracker(cfg.logger)
+    tracker.check()
+
+    check_cluster(cfg, _in_sweep())
     output_dir, overrides, tags = _job()
     root = Path(cfg.paths.root_dir)
-    resume = find_resume_point(cfg.ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
+    ckpt_path = cfg.ckpt_path or requeued_checkpoint(output_dir)
+    resume = find_resume_point(ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
 
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -68,17 +80,15 @@ def train(cfg: DictConfig) -> float | None:
     config["seed"] = seed
     module = Classifier(config, datamodule.image_shape, datamodule.num_classes)
 
-    # Under DDP every process runs this function; only global rank 0 records the run.
-    is_rank_zero = rank_zero_only.rank == 0
-    tracker = make_tracker(cfg.logger) if is_rank_zero else Tracker(cfg.logger)
     if is_rank_zero:
-        config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
+        public = redact_environment(config, OmegaConf.to_container(cfg, resolve=False))
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(public))
         name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
-        tracker.start(config, config_yaml, RunInfo(name, tags, resume.mlflow_run_id))
-        write_record(resume, overrides, tracker.run_id)
+        tracker.start(public, config_yaml, RunInfo(name, tags, resume.mlflow_run_id, resume.run_dir))
+        write_record(resume, overrides, tracker.run_id, cfg.logger.get("tracking_uri"))
         (resume.run_dir / "config.yaml").write_text(config_yaml)
 
-    with tracker.running():
+    with graceful_interrupts() as interrupts, tracker.running(lambda: interrupts.received is not None):
         callbacks = build_callbacks(cfg, resume.checkpoint_dir)
         trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -104,14 +114,23 @@ def _in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
 
 
+# A file that cannot be written: no space, no quota, read-only, no permission.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR)
+
+
 def main(cfg: DictConfig) -> float | None:
-    """`train`, with a user mistake or a diverged run reported as one line on stderr and a non-zero exit
-    status (2: fix the config or data; 1: training diverged). In a sweep the error is raised instead,
-    so the sweeper records the job as failed and decides whether to go on."""
+    """`train`, with a user mistake, an unwritable file or a diverged run reported as one line on stderr
+    and a non-zero exit status (2: fix the config, data or disk; 1: training diverged). In a sweep the
+    error is raised instead, so the sweeper records the job as failed and decides whether to go on."""
     try:
         return train(cfg)
-    except (UserError, Diverged) as err:
-        if _in_sweep():
+    except (UserError, Diverged, OSError) as err:
+        if _in_sweep() or (isinstance(err, OSError) and err.errno not in _STORAGE_ERRORS):
             raise
+        if isinstance(err, OSError):
+            err = UserError(
+                f"cannot write {err.filename or 'a file'}: {err.strerror}; free space or set paths.root_dir "
+                "to a writable folder (the previous checkpoints are intact)"
+            )
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(err, UserError) else 1) from None
+        raise SystemExit(1 if isinstance(err, Diverged) else 2) from None

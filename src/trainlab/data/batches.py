@@ -7,10 +7,11 @@ uninterrupted one, and every DDP rank takes its own slice of the same permutatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class TensorBatches(Dataset):
@@ -51,9 +52,14 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches already done in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass over `epoch` start after its first `batches_done` batches."""
+        self._resume_at = (epoch, batches_done)
 
     def _per_rank(self) -> int:
         return -(-self.size // self.world_size)
@@ -70,4 +76,29 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         if self.world_size > 1:
             padding = self._per_rank() * self.world_size - self.size
             order = torch.cat([order, order[:padding]])[self.rank :: self.world_size]
-        yield from order.split(self.batch_size)
+        batches = order.split(self.batch_size)
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            batches = batches[self._resume_at[1] :]
+        self._resume_at = None
+        yield from batches
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose state is "epoch e, first n batches done".
+
+    Lightning stores it in every checkpoint; a run resumed from a mid-epoch checkpoint (a kill -9
+    after `every_n_train_steps`) continues with the very next batch, as if never stopped.
+    `batches_done` reads the trainer's count of processed batches in the current epoch.
+    """
+
+    def __init__(
+        self, dataset: Dataset, sampler: IndexBatchSampler, batches_done: Callable[[], int], **kwargs: Any
+    ) -> None:
+        super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)
+        self._batches_done = batches_done
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.sampler.epoch, "batches_done": self._batches_done()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches_done"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from trainlab.config import fail
-from trainlab.data.batches import IndexBatchSampler, TensorBatches
+from trainlab.data.batches import IndexBatchSampler, ResumableLoader, TensorBatches
 from trainlab.data.sources import Splits
 
 
@@ -51,28 +52,39 @@ class InMemoryDataModule(L.LightningDataModule):
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
 
-    def _loader(self, data: TensorBatches, shuffle: bool) -> DataLoader:
+    def _sampler(self, data: TensorBatches, shuffle: bool) -> IndexBatchSampler:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = IndexBatchSampler(len(data), self.batch_size, shuffle, self.seed, rank, world)
-        return DataLoader(
-            data,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return IndexBatchSampler(len(data), self.batch_size, shuffle, self.seed, rank, world)
+
+    def _loader_options(self) -> dict[str, Any]:
+        """Worker settings, and a generator of the loader's own: a DataLoader otherwise draws its seed
+        from the global RNG whenever it starts iterating, so a resumed run's dropout masks would differ."""
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Scale uint8 pixels to [0, 1] on the device (the report's x/255), after the cheap uint8 copy."""
         images, labels = batch
         return images.float().div_(255.0), labels
 
+    def _batches_done(self) -> int:
+        # Batches whose step has run in the current epoch, as Lightning counts them when it checkpoints.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, shuffle=True)
+        sampler = self._sampler(self.train, shuffle=True)
+        return ResumableLoader(self.train, sampler, self._batches_done, **self._loader_options())
+
+    def _in_order(self, data: TensorBatches) -> DataLoader:
+        sampler = self._sampler(data, shuffle=False)
+        return DataLoader(data, sampler=sampler, batch_size=None, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, shuffle=False)
+        return self._in_order(self.val)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, shuffle=False)
+        return self._in_order(self.test)

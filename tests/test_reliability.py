@@ -1,0 +1,312 @@
+"""Faults caused for real — kill -9, Ctrl-C, SIGTERM, NaN, a vanishing MLflow server, concurrent
+writers, corrupt or malicious files, a full disk — and what the user is left with."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+
+QUIET = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def start_cli(root: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) come before overrides
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
+    cmd = [sys.executable, str(TRAIN), *flags, f"paths.root_dir={root}", *overrides]
+    return subprocess.Popen(
+        cmd, cwd=root, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen | None = None, limit: float = 120
+) -> None:
+    """Poll until `condition()`; fail if the process ends first or the (generous) limit passes."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process ended first:\n{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never met")
+        time.sleep(0.02)
+
+
+def last_checkpoint(root: Path) -> Path | None:
+    found = sorted(root.glob("outputs/*/*/checkpoints/last.ckpt"))
+    return found[0] if found else None
+
+
+def final_state(root: Path) -> dict[str, torch.Tensor]:
+    return torch.load(last_checkpoint(root), weights_only=True)["state_dict"]
+
+
+# A run slow enough to be stopped mid-epoch: 50 steps per epoch, last.ckpt every 7 steps.
+SLOW = [
+    *QUIET,
+    "model=simple_cnn",
+    "model.dropout=0.2",
+    "data.batch_size=10",
+    "trainer.max_epochs=2",
+    "callbacks.checkpoint.every_n_train_steps=7",
+]
+
+
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for root in (straight, killed):
+        write_mnist(root / "data", n_train=556, n_test=50)
+    run_cli(*SLOW, root=straight)
+
+    process = start_cli(killed, *SLOW)
+    wait_for(lambda: last_checkpoint(killed) is not None, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = torch.load(last_checkpoint(killed), weights_only=True)["global_step"]
+    assert 0 < stopped_at < 100  # killed mid-run
+    [run] = mlflow_runs(killed)
+    assert run.info.status == "RUNNING"  # until it is resumed
+
+    run_cli(*SLOW, "ckpt_path=last", root=killed)
+    expected, resumed = final_state(straight), final_state(killed)
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    [run] = mlflow_runs(killed)  # the same MLflow run, now finished
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test/acc"] == mlflow_runs(straight)[0].data.metrics["test/acc"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_marks_the_run_killed(tmp_path, sig):
+    write_mnist(tmp_path / "data", n_train=556, n_test=50)
+    process = start_cli(tmp_path, *SLOW, "trainer.max_epochs=50")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    wait_for(lambda: last_checkpoint(tmp_path) is not None, process)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    assert process.returncode != 0
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    state = torch.load(last_checkpoint(tmp_path), weights_only=True)
+    assert state["global_step"] > 0
+    assert client.get_run(run.info.run_id).data.tags["failure_reason"].startswith("interrupted")
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    code = (
+        "import os, signal, time\n"
+        "from trainlab.interrupts import graceful_interrupts\n"
+        "with graceful_interrupts():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
+        "    except KeyboardInterrupt:\n"
+        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"  # a slow graceful shutdown
+        "print('never reached')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 128 + signal.SIGINT
+    assert "never reached" not in result.stdout
+
+
+def test_divergence_keeps_the_last_good_checkpoint(run_cli, mnist_root, tmp_path):
+    steps = ["data.batch_size=10", "callbacks.checkpoint.every_n_train_steps=1"]
+    result = run_cli(*TINY, *steps, "optimizer.lr=10", check=False)  # diverges after a few steps
+    assert result.returncode == 1
+    assert "error: train/loss became nan at step" in result.stderr
+    kept = torch.load(last_checkpoint(tmp_path), weights_only=True)
+    assert kept["global_step"] >= 1
+    assert all(torch.isfinite(weights).all() for weights in kept["state_dict"].values())
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED" and "Diverged" in run.data.tags["failure_reason"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_is_a_clear_error_within_seconds(run_cli, mnist_root, tmp_path):
+    env = cli_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    cmd = [sys.executable, str(TRAIN), f"paths.root_dir={tmp_path}", *TINY]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: logger.tracking_uri=http://127.0.0.1:") and "no MLflow server answers" in last
+    )
+    assert not list(tmp_path.glob("outputs/*/*/checkpoints"))  # stopped before any training
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, stopped and restarted by the test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port, self.process = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self.process = subprocess.Popen(
+            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+             "--artifacts-destination", str(self.folder / "artifacts")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+        def healthy() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(healthy, self.process)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.mark.slow
+def test_server_that_vanishes_mid_run_loses_nothing(tmp_path):
+    write_mnist(tmp_path / "data", n_train=556, n_test=50)
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        process = start_cli(
+            tmp_path, *SLOW, "trainer.max_epochs=3", env=cli_env(MLFLOW_TRACKING_URI=server.uri)
+        )
+        client = MlflowClient(server.uri)
+
+        def first_epoch_logged() -> bool:
+            experiment = client.get_experiment_by_name("trainlab")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            return bool(runs) and "val/acc" in runs[0].data.metrics
+
+        wait_for(first_epoch_logged, process)
+        server.stop()
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]  # training completed without the server
+        [spool] = tmp_path.glob("outputs/*/*/mlflow_spool.jsonl")
+        assert f"python -m trainlab.spool {spool}" in stdout + stderr
+
+        server.start()
+        sent = subprocess.run(
+            [sys.executable, "-m", "trainlab.spool", str(spool), server.uri], capture_output=True, text=True
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert not spool.exists()
+        [run] = client.search_runs([client.get_experiment_by_name("trainlab").experiment_id])
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 3
+        assert "test/acc" in run.data.metrics
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_four_trainings_at_once_share_one_sqlite_store_and_one_optuna_study(tmp_path):
+    """Two sweep workers on one command, two jobs each: four processes train and log at once to the
+    default SQLite MLflow store while the workers share the default SQLite Optuna study."""
+    import optuna
+
+    write_mnist(tmp_path / "data")
+    sweep = ["-m", *TINY, "hparams_search=lr", "optimizer.lr=tag(log, interval(0.01, 0.2))"]
+    sweep += ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    workers = [start_cli(tmp_path, *sweep) for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+        assert "database is locked" not in stderr
+
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.db"
+    [summary] = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert 4 <= len(trials) <= 6  # both workers may start a last batch of two
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    runs = {r.info.run_id: r for r in mlflow_runs(tmp_path)}
+    for trial in trials:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED"
+        assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error_naming_it(run_cli, mnist_root, tmp_path):
+    run_cli(*TINY)
+    checkpoint = last_checkpoint(tmp_path)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = run_cli(*TINY, "ckpt_path=last", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {checkpoint}: cannot be loaded safely")
+
+
+def test_a_malicious_checkpoint_is_refused_without_running_its_code(run_cli, mnist_root, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": Payload()}, evil, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    result = run_cli(*TINY, f"ckpt_path={evil}", check=False)
+    assert result.returncode == 2
+    assert "cannot be loaded safely" in result.stderr.strip().splitlines()[-1]
+    assert not marker.exists()
+    assert mlflow_runs(tmp_path) == []
+
+
+def test_unwritable_output_folder_is_a_clear_error(run_cli, mnist_root, tmp_path):
+    (tmp_path / "outputs").write_text("a file where the output folder should be")
+    result = run_cli(*TINY, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot create the output folder")
+    assert f"{tmp_path / 'outputs'} is a file" in result.stderr
+
+
+def test_full_disk_stops_with_one_line_and_keeps_the_store_consistent(run_cli, mnist_root, tmp_path):
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(outputs)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tiny tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        result = run_cli(*TINY, check=False)
+    finally:
+        subprocess.run(["umount", str(outputs)], check=True)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write") and "No space left on device" in last
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED"
+
+
+def test_no_environment_value_is_logged_to_mlflow(mnist_root, tmp_path):
+    secret = "s3cr3t-token-value"
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), f"paths.root_dir={tmp_path}", *TINY, "+note=${oc.env:API_TOKEN}"],
+        capture_output=True, text=True, cwd=tmp_path, env=cli_env(API_TOKEN=secret),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = mlflow_runs(tmp_path)
+    assert run.data.params["note"] == "<from the environment>"
+    assert secret not in str(run.data.params) and secret not in str(run.data.tags)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert secret not in config
