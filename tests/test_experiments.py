@@ -160,6 +160,16 @@ def test_multirun_expands_to_exactly_the_spec_variants_and_each_is_valid(experim
         assert {key: select(cfg, key) for key in expected} == expected
 
 
+def test_an_unknown_variant_names_the_variants_there_are(compose):
+    from trainlab.config import validate
+    from trainlab.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"^variant='bogus': must be one of baseline, dropout, dropout_l1, l1, l2$"
+    ):
+        validate(compose("experiment=overfitting", "variant=bogus"))
+
+
 def test_a_sweep_value_on_the_command_line_narrows_the_experiments_grid():
     jobs = sweep_jobs("vanishing_gradient", "init=he")
     assert jobs == [{"model.activation": "sigmoid", "init": "he"}, {"model.activation": "relu", "init": "he"}]
@@ -208,7 +218,7 @@ def test_activation_penalty_weighs_the_last_hidden_layers_output_per_sample(comp
 # Tiny end-to-end runs: the overrides that shrink each exercise, and the variant labels its report
 # must print. Sweeps keep two variants (all six for exercise 1) so the report has something to compare.
 TINY_RUNS = {
-    "vanishing_gradient": ["trainer.max_steps=2", "callbacks.curves.every_n_steps=1"],
+    "vanishing_gradient": ["trainer.max_steps=2", "callbacks.curves.every_n_steps=1", "diagnostics=on"],
     "batch_norm": ["trainer.max_steps=2", "callbacks.curves.every_n_steps=1"],
     "optimizers": ["optimizer=sgd,adam", "trainer.max_steps=2", "callbacks.curves.every_n_steps=1"],
     "overfitting": ["variant=baseline,dropout_l1", "data.train_size=50", "trainer.max_steps=2"],
@@ -293,6 +303,12 @@ def test_exercise_runs_end_to_end_and_report_draws_its_figure_from_mlflow(
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     artifacts = {a.path for a in client.list_artifacts(summary.info.run_id)}
     assert artifacts == {png.name, f"{experiment}_results.txt"}
+
+    if experiment == "vanishing_gradient":  # its runs recorded diagnostics: the gradient figure too
+        status, _, err = report(capsys, tmp_path, f"experiment={experiment}", "kind=gradients")
+        assert status == 0, err
+        assert (folder / f"{experiment}_gradients.png").read_bytes().startswith(b"\x89PNG")
+        assert f"{experiment}_gradients.png" in {a.path for a in client.list_artifacts(summary.info.run_id)}
 
 
 def test_curves_are_sampled_every_n_steps_from_step_zero(run_cli, mnist_root, tmp_path):

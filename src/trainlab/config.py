@@ -99,6 +99,8 @@ def check_arguments(group: str, cfg: DictConfig, target: Callable, reserved: tup
 
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first key whose value is not allowed."""
+    if "variants" in cfg:  # an experiment's table of variants (conf/experiment/): its keys read from it
+        check_choice("variant", cfg.get("variant"), tuple(cfg.variants))
     for rule in RULES:
         value = _select(cfg, rule.key)
         if value is _MISSING or value is None:
