@@ -1,0 +1,84 @@
+"""`src/train.py ARGS` with stopwatches: writes what the benchmarks need as JSON to $TRAINLAB_BENCH_OUT.
+
+- `first_step_s`: seconds from $TRAINLAB_BENCH_T0 (the launcher's `time.time()` before it started this
+  process) to the start of the first training batch;
+- `mlflow_fit_s`, `fit_epochs`: seconds spent inside MlflowClient calls during `trainer.fit`, and its
+  epochs (all metrics of all epochs, curve points included; the run's start and end are not per epoch);
+- `peak_rss_mb`: this process's peak resident memory.
+
+    TRAINLAB_BENCH_OUT=/tmp/out.json python benchmarks/instrumented_train.py src/train.py key=value ...
+
+Only the measuring is added: the run is the CLI's, in this process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import resource
+import runpy
+import sys
+import time
+
+RESULT: dict[str, float] = {"mlflow_fit_s": 0.0, "mlflow_other_s": 0.0}
+_in_fit = False
+
+
+def _timed(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            RESULT["mlflow_fit_s" if _in_fit else "mlflow_other_s"] += time.perf_counter() - start
+
+    return wrapper
+
+
+def _time_mlflow() -> None:
+    from mlflow.tracking import MlflowClient
+
+    for name, method in vars(MlflowClient).items():
+        if callable(method) and not name.startswith("_"):
+            setattr(MlflowClient, name, _timed(method))
+
+
+def _add_probe() -> None:
+    import lightning as L
+
+    import trainlab.callbacks
+
+    class Probe(L.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            global _in_fit
+            _in_fit = True
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if "first_step_s" not in RESULT:
+                RESULT["first_step_s"] = time.time() - float(os.environ.get("TRAINLAB_BENCH_T0", "nan"))
+
+        def on_fit_end(self, trainer, pl_module) -> None:
+            global _in_fit
+            _in_fit = False
+            RESULT["fit_epochs"] = trainer.current_epoch
+
+    build = trainlab.callbacks.build_callbacks
+    trainlab.callbacks.build_callbacks = lambda *args: [*build(*args), Probe()]
+
+
+def _write() -> None:
+    RESULT["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(os.environ["TRAINLAB_BENCH_OUT"], "w") as f:
+        json.dump(RESULT, f)
+
+
+if __name__ == "__main__":
+    _time_mlflow()
+    _add_probe()
+    sys.argv = sys.argv[1:]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        _write()
