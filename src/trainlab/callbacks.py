@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
@@ -41,6 +43,8 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     callbacks.append(RequeueOnSignal(checkpoint_dir / "last.ckpt"))  # SLURM preemption (trainlab.cluster)
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
+    if cfg.get("timer", False):
+        callbacks.append(EpochTimer())
     curves = cfg.get("curves")
     if curves and (curves.every_n_steps or curves.every_n_epochs):
         from trainlab.curves import Curves
@@ -54,3 +58,39 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
 
     callbacks.extend(trial_callbacks(run_cfg))
     return callbacks
+
+
+class EpochTimer(Callback):
+    """Logs `time/epoch_s`: wall seconds of each epoch's training batches, validation left out, the
+    figure to compare with a hand-written loop (benchmarks/). On a GPU the clock waits for the device."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since: float | None = None
+
+    @staticmethod
+    def _now(module: L.LightningModule) -> float:
+        if module.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds, self._since = 0.0, self._now(pl_module)
+
+    def _pause(self, module: L.LightningModule) -> None:
+        if self._since is not None:
+            self.seconds += self._now(module) - self._since
+            self._since = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":  # validation within an epoch (val_check_interval < 1): time goes on
+            self._since = self._now(pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause(pl_module)
+        pl_module.log("time/epoch_s", self.seconds)

@@ -45,6 +45,10 @@ class Classifier(L.LightningModule):
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
         self.model = build_model(cfg.model, cfg.norm, tuple(image_shape), num_classes)
         initialize(self.model, cfg.init)
+        if cfg.model.get("channels_last", False):  # NHWC conv weights: the layout tensor cores want
+            self.model.to(memory_format=torch.channels_last)
+        if cfg.model.get("compile", False):  # compiles the network's forward in place: state_dict unchanged
+            self.model.compile()
         self.penalized = penalized_weights(self.model)
         self.penalize_activations = cfg.regularizer.get("target", "weights") == "activations"
         if self.penalize_activations:

@@ -20,6 +20,8 @@ def check_data(cfg: DictConfig) -> None:
     check_choice("data.name", cfg.name, DATASETS)
     if not isinstance(cfg.get("allow_fallback", False), bool):
         raise fail("data.allow_fallback", cfg.allow_fallback, "true or false")
+    if not isinstance(cfg.get("on_device", False), bool):
+        raise fail("data.on_device", cfg.on_device, "true or false")
 
 
 def build_datamodule(cfg: DictConfig, seed: int):
@@ -27,4 +29,7 @@ def build_datamodule(cfg: DictConfig, seed: int):
     from trainlab.data.datamodule import InMemoryDataModule
 
     splits = DATASETS[cfg.name](cfg)
-    return InMemoryDataModule(splits, cfg.batch_size, cfg.val_size, cfg.train_size, cfg.num_workers, seed)
+    on_device = cfg.get("on_device", False) and cfg.num_workers == 0  # workers gather on the host
+    return InMemoryDataModule(
+        splits, cfg.batch_size, cfg.val_size, cfg.train_size, cfg.num_workers, seed, on_device
+    )

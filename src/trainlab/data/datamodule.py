@@ -28,6 +28,7 @@ class InMemoryDataModule(L.LightningDataModule):
         train_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         n = len(splits.train_labels)
@@ -47,6 +48,15 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.on_device = on_device
+
+    def setup(self, stage: str) -> None:
+        """`data.on_device`: move the splits to the accelerator once, so each batch is gathered there by
+        index with no host-to-device copy per step (MNIST is 55 MB as uint8, CIFAR-10 184 MB)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if self.on_device and device is not None and device.type != "cpu":
+            for data in (self.train, self.val, self.test):
+                data.images, data.labels = data.images.to(device), data.labels.to(device)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@ data set; a model's config keys (besides `name`) are its constructor's arguments
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainlab.config import arguments, check_arguments, check_choice, fail
@@ -23,6 +23,10 @@ MODELS: dict[str, type[nn.Module]] = {
     "alexnet": AlexNet,
 }
 
+# Keys of every model that say how it runs, not what it is; `trainlab.module` applies them:
+# `compile` (torch.compile the network), `channels_last` (NHWC weights, faster convs on tensor cores).
+RUNTIME_KEYS = ("compile", "channels_last")
+
 # Keys that hold layer widths: a positive integer, or a list of them.
 _WIDTHS = ("hidden", "channels", "filters", "kernel_size", "pool", "stride")
 
@@ -35,8 +39,12 @@ def check_model(cfg: DictConfig, norm: DictConfig) -> None:
     """Known model, known keys, positive widths, and a norm that fits its layers."""
     check_choice("model.name", cfg.name, MODELS)
     cls = MODELS[cfg.name]
-    check_arguments("model", cfg, cls, reserved=("image_shape", "num_classes", "norm"))
-    for key, value in arguments(cfg).items():
+    for key in RUNTIME_KEYS:
+        if not isinstance(cfg.get(key, False), bool):
+            raise fail(f"model.{key}", cfg[key], "true or false")
+    network = OmegaConf.create({"name": cfg.name, **_network_arguments(cfg)})
+    check_arguments("model", network, cls, reserved=("image_shape", "num_classes", "norm"))
+    for key, value in arguments(network).items():
         if key in _WIDTHS:
             values = value if isinstance(value, list) else [value]
             if (isinstance(value, list) and not value) or not all(_is_positive_int(v) for v in values):
@@ -52,7 +60,11 @@ def check_model(cfg: DictConfig, norm: DictConfig) -> None:
         )
 
 
+def _network_arguments(cfg: DictConfig) -> dict[str, object]:
+    return {key: value for key, value in arguments(cfg).items() if key not in RUNTIME_KEYS}
+
+
 def build_model(
     cfg: DictConfig, norm: DictConfig, image_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
-    return MODELS[cfg.name](image_shape, num_classes, norm, **arguments(cfg))
+    return MODELS[cfg.name](image_shape, num_classes, norm, **_network_arguments(cfg))
