@@ -6,7 +6,8 @@ subprocess) against a hand-written PyTorch loop (benchmarks/baseline.py) on the 
 
 Epoch times are medians over `--repeats` epochs after one warm-up epoch: the platform's from the
 `time/epoch_s` metric its run logs (`+callbacks.timer=true`), the loop's from its own clock; both count
-the training batches only. Everything goes under a temporary folder (`--work`), never the repository.
+the training batches only. Each ratio is the median over `--rounds` loop-then-platform pairs.
+Everything goes under a temporary folder (`--work`), never the repository.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def _env() -> dict[str, str]:
 
 
 class Bench:
-    def __init__(self, data_root: Path, work: Path, repeats: int, device: str) -> None:
+    def __init__(self, data_root: Path, work: Path, repeats: int, device: str, rounds: int = 3) -> None:
         self.data_root, self.work, self.repeats, self.device = data_root, work, repeats, device
+        self.rounds = rounds
         self.count = 0
         self.platform_runs: dict[str, dict] = {}
 
@@ -104,12 +106,15 @@ class Bench:
         return baseline.epoch_times(overrides, self.repeats + 1, self.device)[1:]
 
     def ratio(self, name: str, overrides: list[str], limit: float) -> Row:
-        """The loop runs before and after the platform: on a shared machine whose speed drifts, the
-        platform is compared with the loop's median over both."""
-        before = self.baseline_epochs(overrides)
-        platform = statistics.median(self.platform_epochs(name, overrides))
-        loop = statistics.median(before + self.baseline_epochs(overrides))
-        ratio = platform / loop
+        """`rounds` times the loop then the platform, back to back; the ratio is the median of the rounds'
+        ratios: on a shared machine whose speed drifts by tens of percent within minutes, each platform
+        run is compared with the loop run next to it."""
+        loops, platforms, ratios = [], [], []
+        for _ in range(self.rounds):
+            loops.append(statistics.median(self.baseline_epochs(overrides)))
+            platforms.append(statistics.median(self.platform_epochs(name, overrides)))
+            ratios.append(platforms[-1] / loops[-1])
+        loop, platform, ratio = (statistics.median(values) for values in (loops, platforms, ratios))
         figure = f"{name} epoch ({' '.join(overrides)}), platform ÷ loop"
         return Row(figure, f"{loop:.3f} s", f"{platform:.3f} s", ratio, f"≤ {limit:.2f}", ratio <= limit)
 
@@ -273,6 +278,9 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, default=3, help="epochs (after a warm-up one) or runs per figure"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="loop-then-platform rounds per epoch-time ratio"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--only", default=None, help=f"comma-separated figures of {', '.join(FIGURES)}")
     parser.add_argument(
@@ -294,7 +302,7 @@ def main() -> int:
         )
     work = args.work or Path(tempfile.mkdtemp(prefix="trainlab-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.data_root.resolve(), work, args.repeats, args.device)
+    bench = Bench(args.data_root.resolve(), work, args.repeats, args.device, args.rounds)
     rows = []
     for name in names:
         rows += FIGURES[name](bench)
