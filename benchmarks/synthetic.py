@@ -22,8 +22,8 @@ def learnable_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndar
     """uint8 images (n, *shape) whose class is a bright band at a class-specific height, plus noise."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).astype(np.uint8)
-    labels[:10] = np.arange(10)
-    images = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
+    labels[:10] = np.arange(10)  # every class present, whatever n
+    images = rng.integers(0, 60, (n, *shape)).astype(np.uint8)  # the tests' draws: their data stays the same
     band = shape[-2] // 10
     rows = np.arange(shape[-2])
     in_band = (rows[None, :] // band) == labels[:, None]  # (n, H): the rows of each image's band

