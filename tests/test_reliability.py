@@ -310,3 +310,34 @@ def test_no_environment_value_is_logged_to_mlflow(mnist_root, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
     assert secret not in config
+
+
+@pytest.mark.parametrize(
+    ("ending", "code", "stderr"),
+    [("pass", 0, ""), ("raise SystemExit(3)", 3, ""), ("raise SystemExit('error: bad')", 1, "error: bad\n")],
+)
+def test_the_cli_exit_skips_teardown_but_not_threads_exit_handlers_or_output(tmp_path, ending, code, stderr):
+    """src/train.py ends with `run_then_exit`: a writer thread still running, an atexit handler and
+    unflushed output all finish before the process goes, and the exit code is the one `sys.exit` gives."""
+    script = f"""
+import atexit, pathlib, sys, threading, time
+from trainlab.fast_exit import run_then_exit
+folder = pathlib.Path(sys.argv[1])
+
+def write_late():
+    time.sleep(0.3)
+    (folder / "thread.txt").write_text("done")
+
+def main():
+    threading.Thread(target=write_late).start()
+    atexit.register(lambda: (folder / "atexit.txt").write_text("done"))
+    sys.stdout.write("no newline, still buffered")
+    {ending}
+
+run_then_exit(main)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=cli_env()
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (code, "no newline, still buffered", stderr)
+    assert (tmp_path / "thread.txt").read_text() == (tmp_path / "atexit.txt").read_text() == "done"
