@@ -5,7 +5,7 @@ subprocess) against a hand-written PyTorch loop (benchmarks/baseline.py) on the 
     python benchmarks/run.py --data-root /tmp/bench-data --synthetic --device cuda   # benchmarks/gpu.sh
 
 Epoch times are medians over `--repeats` epochs after one warm-up epoch: the platform's from the
-`time/epoch_s` metric its run logs (`+callbacks.timer=true`), the loop's from its own clock; both count
+`time/epoch_s` metric its run logs (`callbacks.timer=true`), the loop's from its own clock; both count
 the training batches only. Each ratio is the median over `--rounds` loop-then-platform pairs.
 Everything goes under a temporary folder (`--work`), never the repository.
 """
@@ -87,7 +87,7 @@ class Bench:
         from mlflow.tracking import MlflowClient
 
         figures, root = self.cli(
-            *overrides, *self.trainer(), f"trainer.max_epochs={self.repeats + 1}", "+callbacks.timer=true"
+            *overrides, *self.trainer(), f"trainer.max_epochs={self.repeats + 1}", "callbacks.timer=true"
         )
         client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
         run = client.search_runs([client.get_experiment_by_name("trainlab").experiment_id])[0]

@@ -59,6 +59,11 @@ def test_every_option_of_every_group_composes_and_validates(compose, override):
         (["init=he", "init.distribution=cauchy"], "init.distribution='cauchy': must be normal or uniform"),
         (["data.val_size=0"], "data.val_size=0"),
         (["seed=abc"], "seed='abc': must be an integer"),
+        (["callbacks.timer=yes"], "callbacks.timer='yes': must be true or false"),
+        (
+            ["callbacks.progress_bar.refresh_rate=-1"],
+            "callbacks.progress_bar.refresh_rate=-1: must be an integer >= 0",
+        ),
     ],
 )
 def test_invalid_values_raise_one_line_naming_the_key(compose, overrides, message):

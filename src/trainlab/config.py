@@ -60,6 +60,13 @@ RULES: tuple[Rule, ...] = (
     Rule("init.distribution", lambda v: v in ("normal", "uniform"), "normal or uniform", optional=True),
     Rule("init.fan", lambda v: v in ("in", "avg"), "in or avg", optional=True),
     Rule("norm.eps", lambda v: _is_number(v) and v > 0, "a number > 0", optional=True),
+    Rule("callbacks.timer", lambda v: isinstance(v, bool), "true or false", optional=True),
+    Rule(
+        "callbacks.progress_bar.refresh_rate",
+        lambda v: _is_int(v) and v >= 0,
+        "an integer >= 0 (0: no bar)",
+        optional=True,
+    ),
     Rule("ckpt_path", lambda v: isinstance(v, str) and v != "", '"last" or a checkpoint path', optional=True),
 )
 
