@@ -13,6 +13,7 @@ Only the measuring is added: the run is the CLI's, in this process.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -81,8 +82,6 @@ def _write() -> None:
 if __name__ == "__main__":
     _time_mlflow()
     _add_probes()
+    atexit.register(_write)  # the CLI leaves through its exit handlers and then os._exit (fast_exit.py)
     sys.argv = sys.argv[1:]
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        _write()
+    runpy.run_path(sys.argv[0], run_name="__main__")

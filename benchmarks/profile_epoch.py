@@ -8,6 +8,7 @@ time, over the whole `trainer.fit` (imports and start-up excluded).
 
 from __future__ import annotations
 
+import atexit
 import cProfile
 import pstats
 import runpy
@@ -31,15 +32,15 @@ def main(overrides: list[str], rows: int = 35) -> None:
             profiler.disable()
 
     L.Trainer.fit = profiled_fit
+
+    def print_stats() -> None:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(rows)
+        stats.sort_stats("cumulative").print_stats(rows)
+
+    atexit.register(print_stats)  # the CLI leaves through its exit handlers and then os._exit (fast_exit.py)
     sys.argv = [str(REPO / "src" / "train.py"), "callbacks.progress_bar.refresh_rate=20", *overrides]
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as err:
-        if err.code:
-            raise
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("tottime").print_stats(rows)
-    stats.sort_stats("cumulative").print_stats(rows)
+    runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ def submit(root: Path, monkeypatch, *overrides: str) -> None:
     flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
     overrides = [f"paths.root_dir={root}", "launcher=slurm", *(o for o in overrides if o not in flags)]
     monkeypatch.setattr(sys, "argv", ["train.py", *flags, *overrides])
+    # In this process, the CLI's os._exit would end pytest's worker: return from main instead.
+    monkeypatch.setattr("trainlab.fast_exit.run_then_exit", lambda main: main())
     try:
         runpy.run_path(str(TRAIN), run_name="__main__")
     finally:

@@ -119,6 +119,38 @@ def test_four_trial_sweep_records_the_study_a_parent_run_four_children_and_the_b
     assert results.best_params == best.params and results.study_name == study.study_name
 
 
+def test_a_sweeper_joining_a_study_another_is_starting_files_its_trials_under_that_parent_run(
+    mnist_root, tmp_path
+):
+    """Sweepers started together share one parent run: only the one whose create_study succeeded opens
+    it, the others wait for its id. The creator here is the test: it stores its run's id only once the
+    joining sweeper says it is waiting."""
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "multirun").mkdir()
+    optuna.create_study(study_name="shared", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    parent = client.create_run(client.create_experiment("trainlab")).info.run_id
+    cmd = [
+        sys.executable, str(TRAIN), "-m", f"paths.root_dir={tmp_path}", *TINY, "hparams_search=lr",
+        "hydra.sweeper.direction=minimize", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=1",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = []
+    for line in sweep.stdout:
+        output.append(line)
+        if "Waiting for the sweeper that created study shared" in line:
+            load_study(tmp_path).set_user_attr("mlflow_parent_run_id", parent)
+    assert sweep.wait(timeout=300) == 0, "".join(output)[-3000:]
+
+    assert any("Waiting for the sweeper" in line for line in output), "it opened a parent run of its own"
+    (trial_run,) = (r for r in mlflow_runs(tmp_path) if r.info.run_id != parent)
+    assert trial_run.data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
 def test_killed_sweep_resumes_with_the_same_command_to_exactly_n_trials(mnist_root, tmp_path):
     args = ["-m", f"paths.root_dir={tmp_path}", *TINY, *RANDOM, "hparams_search=lr", SAFE_LR]
     cmd = [sys.executable, str(TRAIN), *args, "hydra.sweeper.n_trials=3", "trainer.max_epochs=2"]

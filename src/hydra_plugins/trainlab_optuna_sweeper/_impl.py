@@ -124,18 +124,21 @@ class OptunaSweep:
         self.job_idx = 0
         self.exhausted = False
 
-    def _open_study(self, overrides: list[str]) -> optuna.Study:
+    def _open_study(self, overrides: list[str]) -> tuple[optuna.Study, bool]:
+        """The study, and whether this sweeper created it (sweepers started together agree on that)."""
         url = self.settings.storage
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
-            study_name=self.settings.study_name or study_name(self.config, overrides),
-            storage=open_storage(url),
-            sampler=self.settings.sampler,
-            pruner=self.settings.pruner,
-            direction=self.settings.direction,
-            load_if_exists=True,
-        )
+        found = {
+            "study_name": self.settings.study_name or study_name(self.config, overrides),
+            "storage": open_storage(url),
+            "sampler": self.settings.sampler,
+            "pruner": self.settings.pruner,
+        }
+        try:
+            study, created = optuna.create_study(**found, direction=self.settings.direction), True
+        except optuna.exceptions.DuplicatedStudyError:
+            study, created = optuna.load_study(**found), False
         if study.direction.name.lower() != self.settings.direction:
             raise ValueError(
                 f"hydra.sweeper.direction={self.settings.direction}: study {study.study_name} was created "
@@ -144,7 +147,7 @@ class OptunaSweep:
         if study.get_trials(deepcopy=False):
             # A seeded sampler would replay the first invocation's draws: resumed, it draws afresh.
             study.sampler.reseed_rng()
-        return study
+        return study, created
 
     def _fail_stale_trials(self, study: optuna.Study, parent: ParentRun) -> None:
         """FAIL the RUNNING trials whose sweeper died, and queue their parameters to run again."""
@@ -207,7 +210,7 @@ class OptunaSweep:
     def run(self, arguments: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (self.settings.params or {}).items()]
         space, fixed = parse_search_space([*params, *arguments])
-        study = self._open_study([*params, *arguments])
+        study, created = self._open_study([*params, *arguments])
         description = {
             "study": study.study_name,
             "direction": self.settings.direction,
@@ -217,7 +220,7 @@ class OptunaSweep:
             "search_space": {key: repr(dist) for key, dist in space.items()},
             "fixed": fixed,
         }
-        parent = ParentRun(self.config.logger, study, description)
+        parent = ParentRun(self.config.logger, study, description, created)
         shown = make_url(self.settings.storage).render_as_string(hide_password=True)
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
         self._fail_stale_trials(study, parent)

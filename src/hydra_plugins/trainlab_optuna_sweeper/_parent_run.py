@@ -2,13 +2,15 @@
 trials finish, and at the end the optimisation history and parameter importances as figures.
 
 Trials are its children (the job tags its own run with `mlflow.parentRunId`); the parent's id is kept
-in the study, so a resumed sweep reopens the same parent run.
+in the study, so a resumed sweep reopens the same parent run. Sweepers started together on a new study
+share one parent: the one whose `create_study` succeeded opens it, the others wait for its id.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ from trainlab.tracking import MlflowTracker, RunInfo, make_tracker
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"
+PARENT_WAIT_S = 60.0
 
 
 class ParentRun:
     """The parent run of `study` in the tracker `logger_cfg` configures (nothing for logger=csv/none)."""
 
-    def __init__(self, logger_cfg: DictConfig, study: optuna.Study, description: dict[str, Any]) -> None:
+    def __init__(
+        self, logger_cfg: DictConfig, study: optuna.Study, description: dict[str, Any], created: bool
+    ) -> None:
         self.tracker = make_tracker(logger_cfg)
         self.study = study
         if not isinstance(self.tracker, MlflowTracker):
@@ -35,7 +40,9 @@ class ParentRun:
         info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
         try:
-            info.resume_run_id = study.user_attrs.get(PARENT_ATTR)
+            info.resume_run_id = study.user_attrs.get(PARENT_ATTR) or (
+                None if created else _await_creators_run(study)
+            )
             self.tracker.start(description, config_yaml, info)
         except MlflowException:  # the parent run is gone (deleted, or another tracking store)
             info.resume_run_id = None
@@ -79,6 +86,22 @@ class ParentRun:
             for figure in _figures(self.study, Path(folder)):
                 self.tracker.log_artifact(figure, "figures")
         self.tracker.end("FAILED" if reason else "FINISHED", reason)
+
+
+def _await_creators_run(study: optuna.Study) -> str | None:
+    """The parent run id that the sweeper which created `study` is about to store; None once trials
+    exist without one (the study was swept without MLflow) or after PARENT_WAIT_S."""
+    deadline = time.monotonic() + PARENT_WAIT_S
+    if not study.get_trials(deepcopy=False):
+        log.info("Waiting for the sweeper that created study %s to open its MLflow run", study.study_name)
+    while not study.get_trials(deepcopy=False):
+        if run_id := study.user_attrs.get(PARENT_ATTR):
+            return run_id
+        if time.monotonic() > deadline:
+            log.warning("Study %s got no parent run in %.0f s: opening one", study.study_name, PARENT_WAIT_S)
+            return None
+        time.sleep(0.5)
+    return study.user_attrs.get(PARENT_ATTR)
 
 
 def _figures(study: optuna.Study, folder: Path) -> list[Path]:
