@@ -17,6 +17,11 @@ import synthetic  # noqa: E402  (benchmarks/ is scripts, not a package)
 
 TRAIN = REPO / "src" / "train.py"
 
+# Under `pytest -n N`, N workers and the CLI processes they start would each run one torch thread per core;
+# on a 2-core machine those threads spin against each other (the suite takes ~25 % longer). One each.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # A tiny run: few images, one epoch, no progress bar; a test adds what it checks.
 TINY = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
 

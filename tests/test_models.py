@@ -15,13 +15,15 @@ from trainlab.models import MODELS
 from trainlab.module import Classifier
 
 NORMS = ["none", "batch", "layer", "instance"]
-OTHERS = list(
-    itertools.product(
-        ["default", "normal", "xavier", "he"],
-        ["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
-        ["none", "l1", "l2", "elastic_net"],
-    )
-)
+INITS = ["default", "normal", "xavier", "he"]
+OPTIMIZERS = ["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"]
+REGULARIZERS = ["none", "l1", "l2", "elastic_net"]
+# Every pair of init, optimizer and regularizer, in 24 triples instead of all 96 (AlexNet takes ~0.4 s each).
+OTHERS = [
+    (init, optimizer, REGULARIZERS[(i + j) % len(REGULARIZERS)])
+    for i, init in enumerate(INITS)
+    for j, optimizer in enumerate(OPTIMIZERS)
+]
 SHAPES = {"mlp": (1, 28, 28), "simple_cnn": (1, 28, 28), "cifar_cnn": (3, 32, 32), "alexnet": (3, 32, 32)}
 
 

@@ -1,11 +1,12 @@
 """End the CLI's process without the interpreter's teardown, once everything that saves work has run.
 
-Freeing the ~5,500 modules that torch, Lightning and MLflow import takes 2.0 s at the end of every run on
-2 cores (an 8.5 s one-epoch MNIST run ends at 6.5 s without it). Nothing of a user's is lost by skipping
-it: this does what the interpreter's own shutdown does first (join the non-daemon threads, run the
-`threading` and `atexit` exit handlers: logging flushes and closes its files, MLflow drains its queues,
-joblib stops its workers) and flushes stdout and stderr, then leaves with `os._exit`. An exception
-other than `SystemExit` takes the normal way out, with its traceback.
+Freeing the ~5,500 modules that torch, Lightning and MLflow import takes ~2 s at the end of every run
+on 2 cores (README, Performance). Nothing of a user's is lost by skipping it: this does what the
+interpreter's own shutdown does first (join the non-daemon threads, run the `threading` and `atexit` exit
+handlers: logging flushes and closes its files, MLflow drains its queues, joblib stops its workers) and
+flushes stdout and stderr, then leaves with `os._exit`. An exception other than `SystemExit` takes the
+normal way out, with its traceback. A program that runs train.py inside its own process (runpy) puts
+what it must do last in an `atexit` handler.
 """
 
 from __future__ import annotations
