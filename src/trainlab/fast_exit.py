@@ -6,7 +6,8 @@ interpreter's own shutdown does first (join the non-daemon threads, run the `thr
 handlers: logging flushes and closes its files, MLflow drains its queues, joblib stops its workers) and
 flushes stdout and stderr, then leaves with `os._exit`. An exception other than `SystemExit` takes the
 normal way out, with its traceback. A program that runs train.py inside its own process (runpy) puts
-what it must do last in an `atexit` handler.
+what it must do last in an `atexit` handler (benchmarks/), or, to go on afterwards, replaces
+`run_then_exit` with a plain call of `main` (tests/test_cluster.py).
 """
 
 from __future__ import annotations

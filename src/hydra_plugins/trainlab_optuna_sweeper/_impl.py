@@ -129,16 +129,16 @@ class OptunaSweep:
         url = self.settings.storage
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        found = {
+        study_args = {
             "study_name": self.settings.study_name or study_name(self.config, overrides),
             "storage": open_storage(url),
             "sampler": self.settings.sampler,
             "pruner": self.settings.pruner,
         }
         try:
-            study, created = optuna.create_study(**found, direction=self.settings.direction), True
+            study, created = optuna.create_study(**study_args, direction=self.settings.direction), True
         except optuna.exceptions.DuplicatedStudyError:
-            study, created = optuna.load_study(**found), False
+            study, created = optuna.load_study(**study_args), False
         if study.direction.name.lower() != self.settings.direction:
             raise ValueError(
                 f"hydra.sweeper.direction={self.settings.direction}: study {study.study_name} was created "

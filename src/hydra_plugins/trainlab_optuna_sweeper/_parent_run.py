@@ -40,9 +40,7 @@ class ParentRun:
         info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
         try:
-            info.resume_run_id = study.user_attrs.get(PARENT_ATTR) or (
-                None if created else _await_creators_run(study)
-            )
+            info.resume_run_id = None if created else _await_parent_run(study)
             self.tracker.start(description, config_yaml, info)
         except MlflowException:  # the parent run is gone (deleted, or another tracking store)
             info.resume_run_id = None
@@ -88,20 +86,20 @@ class ParentRun:
         self.tracker.end("FAILED" if reason else "FINISHED", reason)
 
 
-def _await_creators_run(study: optuna.Study) -> str | None:
-    """The parent run id that the sweeper which created `study` is about to store; None once trials
-    exist without one (the study was swept without MLflow) or after PARENT_WAIT_S."""
+def _await_parent_run(study: optuna.Study) -> str | None:
+    """The parent run id kept in `study`, once the sweeper that created it has stored one; None when
+    trials exist without one (the study was swept without MLflow) or after PARENT_WAIT_S."""
     deadline = time.monotonic() + PARENT_WAIT_S
-    if not study.get_trials(deepcopy=False):
-        log.info("Waiting for the sweeper that created study %s to open its MLflow run", study.study_name)
-    while not study.get_trials(deepcopy=False):
-        if run_id := study.user_attrs.get(PARENT_ATTR):
-            return run_id
-        if time.monotonic() > deadline:
+    waiting = False
+    while not (run_id := study.user_attrs.get(PARENT_ATTR)) and not study.get_trials(deepcopy=False):
+        if not waiting:
+            log.info("Waiting for the sweeper that created study %s to open its MLflow run", study.study_name)
+            waiting = True
+        elif time.monotonic() > deadline:
             log.warning("Study %s got no parent run in %.0f s: opening one", study.study_name, PARENT_WAIT_S)
             return None
         time.sleep(0.5)
-    return study.user_attrs.get(PARENT_ATTR)
+    return run_id
 
 
 def _figures(study: optuna.Study, folder: Path) -> list[Path]:
