@@ -178,3 +178,27 @@ def test_two_sweep_workers_share_one_optuna_study_and_one_mlflow_store_on_postgr
     assert all(run.info.status == "FINISHED" for run in trial_runs)
     (study_run,) = runs.values()  # the sweepers share the study's own run too
     assert study_run.data.tags["optuna.study"] == "shared"
+
+
+def test_processes_opening_a_new_postgresql_study_at_once_take_turns_creating_its_tables(postgres):
+    """Opening a new database runs Optuna's migrations; two sweepers doing so at once failed with
+    "relation alembic_version already exists". While one holds the creation lock the others wait, then
+    each opens the same storage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import optuna
+
+    from trainlab.creation_lock import creation_lock
+    from trainlab.trial import open_storage
+
+    url = f"{postgres}/optuna"
+    with ThreadPoolExecutor(4) as pool:
+        with creation_lock(url):
+            openings = [pool.submit(open_storage, url) for _ in range(4)]
+            time.sleep(2)
+            assert not any(opening.done() for opening in openings), "opened while another held the lock"
+        storages = [opening.result(timeout=120) for opening in openings]
+    study = optuna.create_study(study_name="turns", storage=storages[0])
+    assert [optuna.load_study(study_name="turns", storage=s).study_name for s in storages] == [
+        study.study_name
+    ] * 4

@@ -16,8 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainlab.config import check_choice
+from trainlab.creation_lock import creation_lock
 from trainlab.errors import UserError
-from trainlab.sqlite import creation_lock
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ SQLITE_TIMEOUT_S = 120
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's RDB storage for `url`; SQLite connections wait for the write lock, and sweepers starting
-    at once on a new file take turns creating its tables."""
+    at once on a new SQLite file or PostgreSQL database take turns creating its tables."""
     import optuna
 
-    from trainlab.sqlite import creation_lock
+    from trainlab.creation_lock import creation_lock
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     with creation_lock(url):
