@@ -15,7 +15,7 @@ os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[dict] | None:
     from trainlab.training import main as train
 
     return train(cfg)

@@ -14,14 +14,9 @@ from trainlab.interrupts import CheckpointOnInterrupt
 
 
 def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
-    """The run's callbacks, the checkpoint ones first: `best.ckpt` by `callbacks.checkpoint.monitor`,
-    `last.ckpt` each epoch (or every N steps if set) and on Ctrl-C/SIGTERM, then the progress bar.
-
-    `last.ckpt` has a callback of its own: Lightning's `save_last` skips epochs in which the best
-    checkpoint did not improve, and resuming needs the newest state, not the best.
-    """
+    """The run's callbacks, the checkpoint ones first: `best.ckpt` by `callbacks.checkpoint.monitor`, then
+    `resume_callbacks`, then the optional ones (timer, learning curves, diagnostics, the Optuna trial)."""
     cfg = run_cfg.callbacks
-    every_n_steps = cfg.checkpoint.every_n_train_steps
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=checkpoint_dir,
@@ -31,18 +26,8 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
             save_top_k=1,
             enable_version_counter=False,
         ),
-        ModelCheckpoint(
-            dirpath=checkpoint_dir,
-            filename="last",
-            every_n_train_steps=every_n_steps,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        ),
+        *resume_callbacks(run_cfg, checkpoint_dir),
     ]
-    callbacks.append(CheckpointOnInterrupt(checkpoint_dir / "last.ckpt"))
-    callbacks.append(RequeueOnSignal(checkpoint_dir / "last.ckpt"))  # SLURM preemption (trainlab.cluster)
-    if cfg.progress_bar.refresh_rate:
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
     if cfg.get("timer"):
         callbacks.append(EpochTimer())
     curves = cfg.get("curves")
@@ -57,6 +42,30 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     from trainlab.trial import trial_callbacks  # inside an Optuna sweep: report, prune, tag the run
 
     callbacks.extend(trial_callbacks(run_cfg))
+    return callbacks
+
+
+def resume_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
+    """What lets a run be stopped and resumed, and shows progress: `last.ckpt` each epoch (or every N
+    steps if set) and on Ctrl-C/SIGTERM or a SLURM warning signal, then the progress bar.
+
+    `last.ckpt` has a callback of its own: Lightning's `save_last` skips epochs in which the best
+    checkpoint did not improve, and resuming needs the newest state, not the best.
+    """
+    cfg = run_cfg.callbacks
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="last",
+            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+        CheckpointOnInterrupt(checkpoint_dir / "last.ckpt"),
+        RequeueOnSignal(checkpoint_dir / "last.ckpt"),  # SLURM preemption (trainlab.cluster)
+    ]
+    if cfg.progress_bar.refresh_rate:
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
     return callbacks
 
 

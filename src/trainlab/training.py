@@ -21,7 +21,7 @@ from trainlab.errors import Diverged, UserError
 log = logging.getLogger(__name__)
 
 
-def _job() -> tuple[Path, list[str], dict[str, str]]:
+def job_context() -> tuple[Path, list[str], dict[str, str]]:
     """(output folder, the job's overrides, tags naming the job and its group choices) from Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> float | None:
     tracker.check()
 
     check_cluster(cfg, _in_sweep())
-    output_dir, overrides, tags = _job()
+    output_dir, overrides, tags = job_context()
     root = Path(cfg.paths.root_dir)
     ckpt_path = cfg.ckpt_path or requeued_checkpoint(output_dir)
     resume = find_resume_point(ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
@@ -123,11 +123,15 @@ def _in_sweep() -> bool:
 _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR)
 
 
-def main(cfg: DictConfig) -> float | None:
-    """`train`, with a user mistake, an unwritable file or a diverged run reported as one line on stderr
-    and a non-zero exit status (2: fix the config, data or disk; 1: training diverged). In a sweep the
+def main(cfg: DictConfig) -> float | list[dict] | None:
+    """`train` (or `train_population` for a job given `population`: K trials at once), with a user
+    mistake, an unwritable file or a diverged run reported as one line on stderr and a non-zero exit status (2: fix the config, data or disk; 1: training diverged). In a sweep the
     error is raised instead, so the sweeper records the job as failed and decides whether to go on."""
     try:
+        if cfg.get("population"):
+            from trainlab.population.run import train_population
+
+            return train_population(cfg)
         return train(cfg)
     except (UserError, Diverged, OSError) as err:
         if _in_sweep() or (isinstance(err, OSError) and err.errno not in _STORAGE_ERRORS):

@@ -9,6 +9,7 @@ travels through the environment or the launcher's log.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,13 +48,15 @@ class TrialLink:
     """Which trial of which study this job is, and where to find it."""
 
     study: str
-    trial_id: int
+    trial_id: int | None  # None in a population job: each member has its own (trainlab.population)
     parent_run_id: str | None
     threads: int | None
 
     def env(self) -> dict[str, str]:
         """The environment variables that hand this link to a job."""
-        env = {STUDY_ENV: self.study, TRIAL_ENV: str(self.trial_id)}
+        env = {STUDY_ENV: self.study}
+        if self.trial_id is not None:
+            env[TRIAL_ENV] = str(self.trial_id)
         if self.parent_run_id:
             env[PARENT_RUN_ENV] = self.parent_run_id
         if self.threads:
@@ -62,20 +65,23 @@ class TrialLink:
 
 
 def current_trial() -> TrialLink | None:
-    """The trial this job runs for, or None outside an Optuna sweep."""
-    if TRIAL_ENV not in os.environ:
+    """The trial this job runs for (trial_id None for a population job), or None outside an Optuna sweep."""
+    if STUDY_ENV not in os.environ:
         return None
     threads = os.environ.get(THREADS_ENV)
+    trial_id = os.environ.get(TRIAL_ENV)
     return TrialLink(
         study=os.environ[STUDY_ENV],
-        trial_id=int(os.environ[TRIAL_ENV]),
+        trial_id=int(trial_id) if trial_id else None,
         parent_run_id=os.environ.get(PARENT_RUN_ENV),
         threads=int(threads) if threads else None,
     )
 
 
+@functools.cache
 def _load_study(name: str) -> optuna.Study:
-    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper`."""
+    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper` (loaded once
+    per job: a population's members share it)."""
     import optuna
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
@@ -85,17 +91,23 @@ def _load_study(name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(sweeper.storage), pruner=pruner)
 
 
+def trial_handle(study: str, trial_id: int) -> optuna.trial.Trial:
+    """The running trial `trial_id` of `study`, to report to and ask whether to prune."""
+    import optuna
+
+    return optuna.trial.Trial(_load_study(study), trial_id)
+
+
 class TrialCallback(Callback):
     """Reports `metric` to the trial at each validation end (step = epoch) and raises `TrialPruned` when
     the pruner cuts the trial; the sweeper then records it PRUNED. Also limits the job's CPU threads to
     its share and tags its MLflow run with the parent run, the study and the trial number."""
 
     def __init__(self, link: TrialLink, metric: str) -> None:
-        import optuna
 
         self.link = link
         self.metric = metric
-        self.trial = optuna.trial.Trial(_load_study(link.study), link.trial_id)
+        self.trial = trial_handle(link.study, link.trial_id)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.link.threads:
@@ -131,4 +143,4 @@ class TrialCallback(Callback):
 def trial_callbacks(run_cfg: DictConfig) -> list[Callback]:
     """[TrialCallback] inside an Optuna sweep, [] otherwise."""
     link = current_trial()
-    return [] if link is None else [TrialCallback(link, run_cfg.optimized_metric)]
+    return [] if link is None or link.trial_id is None else [TrialCallback(link, run_cfg.optimized_metric)]

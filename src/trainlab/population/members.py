@@ -1,0 +1,136 @@
+"""Which trials can share a population, and how a job is told its members.
+
+Members train on the same batches with one architecture, so their configs must agree on everything but
+the keys in VARYING: the optimiser's numbers, the penalty strengths, the init, the seed and the dropout
+rate (plus keys that only name a run). Anything else that differs (`model.hidden`, `model.activation`,
+`norm`, `model`, `optimizer` as a group, `data.*`, `trainer.*`) puts trials in different populations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab.errors import ConfigError
+
+# Dotted keys (or prefixes ending in ".") that members may set each their own way.
+VARYING = (
+    "optimizer.",  # but optimizer.name and the boolean switches: see SHARED_WITHIN
+    "regularizer.l1",
+    "regularizer.l2",
+    "regularizer.name",  # none/l1/l2/elastic_net differ only in l1 and l2
+    "init.",
+    "seed",
+    "model.dropout",
+    "variant",  # an experiment's row: what it sets is compared through the keys it sets
+    "logger.run_name",
+    "report.",
+)
+# Keys under a VARYING prefix that still change the update's form, so members must share them.
+SHARED_WITHIN = (
+    "optimizer.name",
+    "optimizer.nesterov",
+    "optimizer.centered",
+    "optimizer.amsgrad",
+    "optimizer.maximize",
+)
+# Settings a population cannot run with, and why (each a one-line error).
+UNSUPPORTED = {
+    "regularizer.target": (
+        "activations",
+        "the activation penalty hooks one network's layer; run it as single trials",
+    ),
+    "diagnostics.enabled": (True, "per-layer hooks watch one network; use diagnostics=off in a population"),
+    "model.compile": (True, "torch.compile of a vmapped network is not supported; use model.compile=false"),
+}
+
+
+def _varies(key: str) -> bool:
+    if key in SHARED_WITHIN:
+        return False
+    return any(key == v or (v.endswith(".") and key.startswith(v)) for v in VARYING)
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def shared_part(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved keys every member of a population must share (the population's signature)."""
+    plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+    plain = {k: v for k, v in plain.items() if k not in ("population", "variants", "hydra")}
+    return {key: value for key, value in _flat(plain).items() if not _varies(key)}
+
+
+def unsupported(config: DictConfig) -> str | None:
+    """Why `config` cannot train in a population, or None."""
+    for key, (value, why) in UNSUPPORTED.items():
+        if OmegaConf.select(config, key, default=None) == value:
+            return f"{key}={value}: {why}"
+    return None
+
+
+def check_shared(configs: Sequence[DictConfig]) -> None:
+    """One-line error naming the first key (and values) on which two members differ that they must share."""
+    for config in configs:
+        if (why := unsupported(config)) is not None:
+            raise ConfigError(f"population: {why}")
+    first = shared_part(configs[0])
+    for index, config in enumerate(configs[1:], start=1):
+        other = shared_part(config)
+        for key in sorted(set(first) | set(other)):
+            if first.get(key) != other.get(key):
+                raise ConfigError(
+                    f"population: members 0 and {index} differ in {key} ({first.get(key)!r} vs "
+                    f"{other.get(key)!r}); a population may vary only the optimiser's numbers, "
+                    "regularizer.l1/l2, the init, the seed and model.dropout"
+                )
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A member as the job is told it: its overrides on top of the job's, and its Optuna trial, if any."""
+
+    overrides: tuple[str, ...]
+    trial_id: int | None = None
+    job_num: int | None = None
+
+
+def member_specs(population: Any) -> list[MemberSpec]:
+    """The `population` config value (a list of {overrides, trial, job}) as MemberSpecs; unresolved, so
+    an override's `${…}` reaches the member's composition as the user wrote it."""
+    entries = (
+        OmegaConf.to_container(population, resolve=False) if OmegaConf.is_config(population) else population
+    )
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"population={population!r}: must be a non-empty list of {{overrides: [...]}}")
+    return [
+        MemberSpec(tuple(entry.get("overrides", [])), entry.get("trial"), entry.get("job"))
+        for entry in entries
+    ]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def population_override(specs: Sequence[MemberSpec]) -> str:
+    """`population=[…]`: the one override that hands a job its members (Hydra's list/dict grammar)."""
+    entries = []
+    for spec in specs:
+        fields = [f"overrides:[{','.join(_quote(o) for o in spec.overrides)}]"]
+        if spec.trial_id is not None:
+            fields.append(f"trial:{spec.trial_id}")
+        if spec.job_num is not None:
+            fields.append(f"job:{spec.job_num}")
+        entries.append("{" + ",".join(fields) + "}")
+    return f"population=[{','.join(entries)}]"

@@ -1,0 +1,160 @@
+"""The LightningModule of a population: K members of one architecture, trained on the same batches.
+
+The objective is the sum of the members' own objectives (cross-entropy + their own penalty), so the
+gradient reaching member k's weights is exactly its own. Metrics are kept per member as (K, …) sums.
+A member whose loss becomes NaN/inf, or that its pruner cuts, leaves the population: its rows are
+dropped from every parameter, buffer and optimiser state, so it stops costing compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.module import Classifier
+from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
+from trainlab.population.stacked import StackedNetwork
+from trainlab.regularizers import penalized_weights
+
+
+def build_member_networks(
+    configs: list[dict[str, Any]], image_shape: tuple[int, ...], num_classes: int
+) -> list[nn.Module]:
+    """Each member's network, built and initialised exactly as a standalone run of its config builds it
+    (`Classifier` after seeding with the member's seed), so member k starts from the same weights."""
+    networks = []
+    for config in configs:
+        L.seed_everything(config["seed"], workers=True, verbose=False)
+        networks.append(Classifier(config, image_shape, num_classes).model)
+    return networks
+
+
+class PopulationClassifier(L.LightningModule):
+    """`members` (their ids) trained together; `configs[k]` is member k's resolved run config."""
+
+    def __init__(self, configs: list[dict[str, Any]], image_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.configs = configs
+        self.members = list(range(len(configs)))  # ids of the members still training, in row order
+        self.image_shape, self.num_classes = tuple(image_shape), num_classes
+        networks = build_member_networks(configs, tuple(image_shape), num_classes)
+        self.net = StackedNetwork(networks)
+        penalized = {id(w) for w in penalized_weights(networks[0])}
+        self.penalized = [name for name, w in networks[0].named_parameters() if id(w) in penalized]
+        self.register_buffer("l1", torch.tensor([float(c["regularizer"]["l1"]) for c in configs]))
+        self.register_buffer("l2", torch.tensor([float(c["regularizer"]["l2"]) for c in configs]))
+        self.uses_penalty = bool(self.l1.any() or self.l2.any())
+        self._epoch_sums: dict[str, torch.Tensor] = {}
+        # Told {member id: objective} when members' objectives become NaN/inf (the book fails their trials).
+        self.on_diverged: Callable[[dict[int, float]], None] = lambda values: None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _member_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each member's mean cross-entropy over the batch: (K,)."""
+        k, n = logits.shape[:2]
+        return F.cross_entropy(logits.flatten(0, 1), labels.repeat(k), reduction="none").view(k, n).mean(1)
+
+    def _penalties(self) -> torch.Tensor:
+        """l1·Σ|w| + (l2/2)·Σw² per member over its affine/conv weights, as `regularizers.weight_penalty`."""
+        stacked = self.net.stacked()
+        weights = [stacked[name].flatten(1) for name in self.penalized]
+        total = torch.zeros_like(self.l1)
+        if self.l1.any():
+            total = total + self.l1 * sum(w.abs().sum(1) for w in weights)
+        if self.l2.any():
+            total = total + 0.5 * self.l2 * sum(w.pow(2).sum(1) for w in weights)
+        return total
+
+    def _accumulate(
+        self, split: str, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor
+    ) -> None:
+        correct = (logits.detach().argmax(-1) == labels).sum(1)
+        n = torch.full_like(losses, len(labels))
+        sums = torch.stack([losses.detach() * len(labels), correct.to(losses.dtype), n], 1)
+        previous = self._epoch_sums.get(split)
+        self._epoch_sums[split] = sums if previous is None else previous + sums
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        losses = self._member_losses(logits, labels)
+        self._accumulate("train", logits, labels, losses)
+        objective = losses
+        if self.uses_penalty:
+            penalties = self._penalties()
+            self._accumulate_penalty(penalties)
+            objective = losses + penalties
+        finite = torch.isfinite(objective)
+        optimizer = self.optimizers()
+        self.manual_backward(torch.where(finite, objective, 0).sum())
+        if not finite.all():  # those members fail; the others go on with this very step
+            rows = (~finite).nonzero().flatten().tolist()
+            self.on_diverged({self.members[i]: objective[i].item() for i in rows})
+            self.keep([m for i, m in enumerate(self.members) if i not in rows])
+        if self.members:
+            optimizer.step()
+        optimizer.zero_grad()
+
+    def _accumulate_penalty(self, penalties: torch.Tensor) -> None:
+        sums = torch.stack([penalties.detach(), torch.ones_like(penalties)], 1)
+        previous = self._epoch_sums.get("penalty")
+        self._epoch_sums["penalty"] = sums if previous is None else previous + sums
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self._accumulate("val", logits, labels, self._member_losses(logits, labels))
+
+    def epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:
+        """{metric: (K,) values} of the split's epoch so far; the next epoch starts from zero."""
+        sums = self._epoch_sums.pop(split, None)
+        if sums is None:
+            return {}
+        loss_sum, correct, count = sums.T
+        values = {f"{split}/loss": loss_sum / count, f"{split}/acc": correct / count}
+        if split == "train":
+            penalty = self._epoch_sums.pop("penalty", None)
+            values["train/penalty"] = (
+                penalty[:, 0] / penalty[:, 1] if penalty is not None else torch.zeros_like(count)
+            )
+        return values
+
+    def keep(self, members: list[int]) -> None:
+        """Continue with `members` only (a subset of `self.members`): their rows of every parameter,
+        buffer, epoch sum and optimiser state."""
+        index = self._select(members)
+        for name, sums in self._epoch_sums.items():
+            self._epoch_sums[name] = sums[index.to(sums.device)]
+        if self._trainer is not None and self.trainer.optimizers:
+            self.trainer.optimizers[0].keep(index)
+
+    def _select(self, members: list[int]) -> torch.Tensor:
+        index = torch.tensor([self.members.index(m) for m in members], dtype=torch.long)
+        self.net.keep(index.to(self.l1.device))
+        self.l1, self.l2 = self.l1[index.to(self.l1.device)], self.l2[index.to(self.l1.device)]
+        self.members = list(members)
+        return index
+
+    def configure_optimizers(self) -> PopulationOptimizer:
+        optimizers = [c["optimizer"] for c in self.configs]
+        option = optimizers[0]["name"]
+        arguments = [{k: v for k, v in o.items() if k != "name"} for o in optimizers]
+        hypers = {k: v[self.members] for k, v in member_hypers(option, arguments).items()}
+        return PopulationOptimizer(self.net.parameters(), option, hypers, shared_flags(arguments))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["population_members"] = list(self.members)
+        checkpoint["rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Shrink to the members the checkpoint holds before Lightning loads their tensors."""
+        self._select(checkpoint["population_members"])
+        torch.set_rng_state(checkpoint["rng_state"])

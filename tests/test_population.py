@@ -1,0 +1,155 @@
+"""Populations: K trials trained as one vectorised model. The batched optimisers against torch.optim,
+members against standalone runs of the same configs (real Lightning training on tiny MNIST files),
+and population jobs and sweeps through the CLI with real MLflow stores and Optuna storages."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from trainlab.data import build_datamodule
+from trainlab.module import Classifier
+from trainlab.optim import OPTIMIZERS
+from trainlab.population.module import PopulationClassifier
+from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
+
+# Per optimizer, members with different numbers (and the shared switches in `flags`).
+OPTIMIZER_MEMBERS = {
+    "sgd": ([{"lr": 0.1}, {"lr": 0.01, "weight_decay": 0.1}], [{}]),
+    "momentum": (
+        [
+            {"lr": 0.1, "momentum": 0.9},
+            {"lr": 0.05, "momentum": 0.5, "dampening": 0.1},
+            {"lr": 0.1, "momentum": 0},
+        ],
+        [{}],
+    ),
+    "adagrad": (
+        [{"lr": 0.01}, {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6}],
+        [{}],
+    ),
+    "rmsprop": (
+        [{"lr": 0.01}, {"lr": 0.001, "alpha": 0.9, "momentum": 0.5, "weight_decay": 0.1}],
+        [{}, {"centered": True}],
+    ),
+    "adam": (
+        [{"lr": 0.001}, {"lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.1}],
+        [{}, {"amsgrad": True}],
+    ),
+    "adamw": ([{"lr": 0.001}, {"lr": 0.01, "betas": [0.8, 0.99], "weight_decay": 0.1}], [{}]),
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIMIZER_MEMBERS))
+def test_each_member_of_a_batched_optimizer_follows_torch_optim_with_its_own_numbers(option: str) -> None:
+    members, flag_sets = OPTIMIZER_MEMBERS[option]
+    for flags in flag_sets:
+        configs = [{**member, **flags} for member in members]
+        torch.manual_seed(0)
+        start = torch.randn(len(configs), 5, 4)
+        stacked = torch.nn.Parameter(start.clone())
+        population = PopulationOptimizer(
+            [stacked], option, member_hypers(option, configs), shared_flags(configs)
+        )
+        singles = [torch.nn.Parameter(start[k].clone()) for k in range(len(configs))]
+        references = [
+            OPTIMIZERS[option]([p], **{k: tuple(v) if k == "betas" else v for k, v in c.items()})
+            for p, c in zip(singles, configs, strict=True)
+        ]
+        for _ in range(30):
+            grad = torch.randn_like(start)
+            stacked.grad = grad.clone()
+            population.step()
+            for k, (param, reference) in enumerate(zip(singles, references, strict=True)):
+                param.grad = grad[k].clone()
+                reference.step()
+        for k, param in enumerate(singles):
+            torch.testing.assert_close(stacked[k].detach(), param.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_dropping_members_keeps_the_others_optimiser_state() -> None:
+    configs = [{"lr": 0.001}, {"lr": 0.01}, {"lr": 0.1}]
+    stacked = torch.nn.Parameter(torch.ones(3, 2))
+    optimizer = PopulationOptimizer([stacked], "adam", member_hypers("adam", configs), shared_flags(configs))
+    stacked.grad = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    optimizer.step()
+    index = torch.tensor([0, 2])
+    optimizer.keep(index)
+    stacked.data = stacked.data[index]
+    assert optimizer.state[stacked]["exp_avg"][:, 0].tolist() == pytest.approx([0.1, 0.3])
+    assert optimizer.param_groups[0]["hypers"]["lr"].tolist() == pytest.approx([0.001, 0.1])
+
+
+def _resolved(cfg) -> dict:
+    """A composed run config as plain values (its output folder exists only inside a Hydra job)."""
+    cfg.paths.output_dir = "unused"
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _fit(module: L.LightningModule, datamodule, epochs: int = 1) -> None:
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+
+@pytest.mark.parametrize("option", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("penalty", [False, True])
+def test_a_member_ends_an_epoch_with_the_weights_of_a_standalone_run(
+    compose, mnist_root: Path, option: str, norm: str, penalty: bool
+) -> None:
+    """Same initial weights (same seed and init), same batches, same numbers, no dropout: member k after
+    an epoch equals a standalone run of its config (allclose, rtol 1e-4)."""
+    lrs = {"sgd": [0.1, 0.03], "momentum": [0.05, 0.02], "adam": [0.003, 0.001]}[option]
+    common = [
+        f"data.root={mnist_root}",
+        "data.batch_size=50",
+        "model.hidden=[32,16]",
+        f"optimizer={option}",
+        f"norm={norm}",
+        "regularizer=elastic_net" if penalty else "regularizer=none",
+    ]
+    members = [
+        [f"optimizer.lr={lrs[0]}", "seed=1", "init=he"]
+        + (["regularizer.l1=1e-4", "regularizer.l2=1e-3"] if penalty else []),
+        [f"optimizer.lr={lrs[1]}", "seed=2", "init=xavier"]
+        + (["regularizer.l1=0", "regularizer.l2=1e-2"] if penalty else []),
+    ]
+    configs = [_resolved(compose(*common, *m)) for m in members]
+    datamodule = build_datamodule(compose(*common).data, seed=7)  # one data order for all
+    population = PopulationClassifier(configs, datamodule.image_shape, datamodule.num_classes)
+    _fit(population, datamodule)
+    for k, config in enumerate(configs):
+        L.seed_everything(config["seed"], verbose=False)
+        standalone = Classifier(config, datamodule.image_shape, datamodule.num_classes)
+        _fit(standalone, build_datamodule(compose(*common).data, seed=7))
+        expected = standalone.model.state_dict()
+        actual = population.net.member_state(k)
+        assert set(actual) == set(expected)
+        for name in set(expected) - _noise_driven(standalone.model, option):
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def _noise_driven(network: torch.nn.Module, option: str) -> set[str]:
+    """With Adam, the bias of a layer that feeds a BatchNorm (and so that BatchNorm's running mean): BN
+    subtracts the batch mean, so that bias's gradient is 0 but for float32 rounding (~1e-9), and Adam's
+    g / (√v + eps) turns rounding noise into steps of ~0.1·lr whose sign depends on summation order. Two
+    standalone runs with different thread counts differ there too; every other tensor must match."""
+    if option != "adam":
+        return set()
+    names, layers = [], list(network.named_modules())
+    for (name, layer), (next_name, following) in itertools.pairwise(layers):
+        if isinstance(layer, torch.nn.Linear) and isinstance(following, torch.nn.BatchNorm1d):
+            names += [f"{name}.bias", f"{next_name}.running_mean"]
+    return set(names)
