@@ -125,8 +125,9 @@ _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 def main(cfg: DictConfig) -> float | list[dict] | None:
     """`train` (or `train_population` for a job given `population`: K trials at once), with a user
-    mistake, an unwritable file or a diverged run reported as one line on stderr and a non-zero exit status (2: fix the config, data or disk; 1: training diverged). In a sweep the
-    error is raised instead, so the sweeper records the job as failed and decides whether to go on."""
+    mistake, an unwritable file or a diverged run reported as one line on stderr and a non-zero exit
+    status (2: fix the config, data or disk; 1: training diverged). In a sweep the error is raised
+    instead, so the sweeper records the job as failed and decides whether to go on."""
     try:
         if cfg.get("population"):
             from trainlab.population.run import train_population
