@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import mlflow_runs
 from trainlab.data import build_datamodule
 from trainlab.module import Classifier
 from trainlab.optim import OPTIMIZERS
@@ -153,3 +154,157 @@ def _noise_driven(network: torch.nn.Module, option: str) -> set[str]:
         if isinstance(layer, torch.nn.Linear) and isinstance(following, torch.nn.BatchNorm1d):
             names += [f"{name}.bias", f"{next_name}.running_mean"]
     return set(names)
+
+
+# ---- population jobs and sweeps through the CLI ---------------------------------------------------
+
+QUIET = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def _study(root: Path):
+    import optuna
+
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{root}/multirun/optuna.db")
+
+
+def test_an_optuna_sweep_in_populations_gives_each_trial_its_own_run_checkpoints_and_result(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli(
+        "-m",
+        "hparams_search=lr",
+        "optimizer=adam",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.population=2",
+        "trainer.max_epochs=2",
+        *QUIET,
+    )
+    study = _study(tmp_path)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert all(len(t.intermediate_values) == 2 for t in study.trials)  # reported each epoch
+    jobs = sorted(p.parent for p in tmp_path.glob("multirun/*/*/population.json"))
+    assert len(jobs) == 2  # 4 trials, 2 jobs
+
+    runs = mlflow_runs(tmp_path)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if r is not parent]
+    assert len(trials) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["optuna.state"] for r in trials} == {"COMPLETE"}
+    for trial in study.trials:
+        [run] = [r for r in trials if r.info.run_id == trial.user_attrs["mlflow_run_id"]]
+        assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+        assert run.data.metrics["val/acc"] <= trial.value  # the best epoch's, which the trial returned
+        assert {"train/loss", "train/acc", "val/loss", "test/acc", "test/loss"} <= set(run.data.metrics)
+
+    # The same params and tags as a standalone run of the same trial.
+    run_cli(
+        "optimizer=adam",
+        f"optimizer.lr={study.trials[0].params['optimizer.lr']}",
+        "trainer.max_epochs=2",
+        *QUIET,
+    )
+    [standalone] = [
+        r
+        for r in mlflow_runs(tmp_path)
+        if "optuna.trial" not in r.data.tags
+        and r is not parent
+        and not r.data.tags.get("mlflow.runName", "").startswith("sweep")
+    ]
+    assert set(standalone.data.params) == set(trials[0].data.params)
+    assert {k for k in standalone.data.tags if k.startswith("choice.")} <= set(trials[0].data.tags)
+
+    # Each member's checkpoints open as an ordinary single model.
+    for job in jobs:
+        for path in sorted(job.glob("member_*/checkpoints/*.ckpt")):
+            model = Classifier.load_from_checkpoint(path, weights_only=True)
+            assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_a_diverging_member_fails_with_its_reason_while_the_others_finish(run_cli, mnist_root, tmp_path):
+    run_cli(
+        "-m",
+        "hparams_search=lr",
+        "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(0.05, 1e30)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.population=2",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "trainer.max_epochs=2",
+        *QUIET,
+    )
+    trials = {t.params["optimizer.lr"]: t for t in _study(tmp_path).trials}
+    assert trials[0.05].state.name == "COMPLETE"
+    assert trials[1e30].state.name == "FAIL"
+    assert trials[1e30].user_attrs["fail_reason"].startswith("Diverged: train/loss became")
+    runs = {
+        float(r.data.params["optimizer.lr"]): r
+        for r in mlflow_runs(tmp_path)
+        if "optimizer.lr" in r.data.params
+    }
+    assert runs[0.05].info.status == "FINISHED" and runs[0.05].data.metrics["epoch"] == 1
+    assert runs[1e30].info.status == "FAILED"
+    assert "lower optimizer.lr=1e+30" in runs[1e30].data.tags["failure_reason"]
+
+
+def test_a_pruned_member_stops_and_leaves_the_population(run_cli, mnist_root, tmp_path):
+    """ThresholdPruner cuts any trial whose val/acc is below 0.5: lr 1e-7 cannot learn, lr 1e-2 does."""
+    run_cli(
+        "-m",
+        "hparams_search=lr",
+        "optimizer=adam",
+        "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(0.01, 1e-7)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.population=2",
+        "++hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.5}",
+        "trainer.max_epochs=3",
+        *QUIET,
+    )
+    trials = {t.params["optimizer.lr"]: t for t in _study(tmp_path).trials}
+    assert trials[0.01].state.name == "COMPLETE" and len(trials[0.01].intermediate_values) == 3
+    assert trials[1e-7].state.name == "PRUNED" and list(trials[1e-7].intermediate_values) == [0]
+    runs = {
+        float(r.data.params["optimizer.lr"]): r
+        for r in mlflow_runs(tmp_path)
+        if "optimizer.lr" in r.data.params
+    }
+    assert runs[1e-7].info.status == "KILLED" and runs[1e-7].data.tags["optuna.state"] == "PRUNED"
+    # It stopped costing compute: the population's last checkpoint holds only the surviving member.
+    [last] = tmp_path.glob("multirun/*/*/checkpoints/last.ckpt")
+    state = torch.load(last, weights_only=True)
+    assert len(state["population_members"]) == 1
+    assert next(iter(state["state_dict"].values())).shape[0] == 1
+
+
+def test_a_grid_sweep_trains_compatible_variants_together_and_splits_the_others(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli(
+        "-m",
+        "model.hidden=[8],[16]",
+        "optimizer.lr=0.05,0.1",
+        "hydra.sweeper.population=4",
+        "trainer.max_epochs=1",
+        *QUIET,
+    )
+    jobs = sorted(tmp_path.glob("multirun/*/*/population.json"))
+    assert len(jobs) == 2  # one population per network shape
+    runs = mlflow_runs(tmp_path)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    pairs = {(r.data.params["model.hidden"], r.data.params["optimizer.lr"]) for r in runs}
+    assert pairs == {(h, lr) for h in ("[8]", "[16]") for lr in ("0.05", "0.1")}
+    assert sorted(int(r.data.tags["job_num"]) for r in runs) == [0, 1, 2, 3]
+
+
+def test_members_that_cannot_share_a_network_are_a_one_line_error(run_cli, mnist_root):
+    result = run_cli(
+        "population=[{overrides:['model.hidden=[8]']},{overrides:['model.hidden=[16]']}]", *QUIET, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: population: members 0 and 1 differ in model.hidden ([8] vs [16]); a population may vary only "
+        "the optimiser's numbers, regularizer.l1/l2, the init, the seed and model.dropout"
+    )

@@ -8,6 +8,9 @@ per epoch, not per point.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,8 @@ class Curves(Callback):
 
     Each point evaluates the model (in eval mode: no dropout, running BN statistics) on the first
     `max_images` training images and the first `max_images` test images, as the study's curves do.
+    For a population (logits (K, N, C), `module.members`), each member's points go to its own logger
+    in `member_loggers`.
     """
 
     def __init__(
@@ -29,11 +34,14 @@ class Curves(Callback):
         every_n_steps: int | None = None,
         every_n_epochs: int | None = None,
         max_images: int | None = 1000,
+        member_loggers: Mapping[int, Any] | None = None,
     ) -> None:
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
         self.max_images = max_images
-        self.points: list[tuple[str, float, int]] = []
+        self.member_loggers = member_loggers or {}
+        # Points by member id (None: the run's own model), sent at the epoch's end.
+        self.points: dict[int | None, list[tuple[str, float, int]]] = {}
         self._last_step = -1
 
     @torch.no_grad()
@@ -45,27 +53,35 @@ class Curves(Callback):
         was_training = module.training
         module.eval()
         datamodule = trainer.datamodule
+        members = getattr(module, "members", [None])
+        epoch = step / max(trainer.num_training_batches, 1)
+        points: list[list[tuple[str, float, int]]] = [[("curve/epoch", epoch, step)] for _ in members]
         for split, data in (("train", datamodule.train), ("test", datamodule.test)):
             n = len(data) if self.max_images is None else min(self.max_images, len(data))
-            correct, loss = 0, 0.0
+            correct = torch.zeros(len(members), dtype=torch.float64)
+            loss = torch.zeros(len(members), dtype=torch.float64)
             for start in range(0, n, 500):
                 images, labels = data[torch.arange(start, min(start + 500, n))]
                 batch = (images.to(module.device), labels.to(module.device))
                 images, labels = datamodule.on_after_batch_transfer(batch, 0)
-                logits = module(images)
-                loss += F.cross_entropy(logits, labels, reduction="sum").item()
-                correct += (logits.argmax(1) == labels).sum().item()
-            self.points += [
-                (f"curve/{split}/acc", correct / n, step),
-                (f"curve/{split}/loss", loss / n, step),
-            ]
-        self.points.append(("curve/epoch", step / max(trainer.num_training_batches, 1), step))
+                logits = module(images).reshape(len(members), len(labels), -1)  # (members, N, classes)
+                losses = F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(members)), reduction="none")
+                loss += losses.view(len(members), -1).sum(1).cpu()
+                correct += (logits.argmax(-1) == labels).sum(1).cpu()
+            for row in range(len(members)):
+                points[row] += [
+                    (f"curve/{split}/acc", correct[row].item() / n, step),
+                    (f"curve/{split}/loss", loss[row].item() / n, step),
+                ]
+        for member, member_points in zip(members, points, strict=True):
+            self.points.setdefault(member, []).extend(member_points)
         module.train(was_training)
 
     def _flush(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero:
-            log_points(trainer.logger, self.points)
-        self.points = []
+            for member, points in self.points.items():
+                log_points(trainer.logger if member is None else self.member_loggers[member], points)
+        self.points = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:

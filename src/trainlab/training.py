@@ -42,12 +42,17 @@ def job_context() -> tuple[Path, list[str], dict[str, str]]:
     return Path(hydra_cfg.runtime.output_dir), overrides, tags
 
 
+def quiet_lightning() -> None:
+    """Lightning logs through its own handler as well as Hydra's: print each line once; and keep out a
+    deprecation warning of Lightning's own that a user cannot act on."""
+    logging.getLogger("lightning.pytorch").propagate = False
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train and test one model; return `cfg.optimized_metric` (best value) for sweepers."""
     validate(cfg)
-    # Lightning logs through its own handler as well as Hydra's: print each line once.
-    logging.getLogger("lightning.pytorch").propagate = False
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    quiet_lightning()
 
     import lightning as L
     import torch

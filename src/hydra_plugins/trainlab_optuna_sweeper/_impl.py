@@ -217,6 +217,7 @@ class OptunaSweep:
             "objective": self.config.optimized_metric,
             "sampler": type(study.sampler).__name__,
             "pruner": type(study.pruner).__name__,
+            "population": self.settings.population,
             "search_space": {key: repr(dist) for key, dist in space.items()},
             "fixed": fixed,
         }
@@ -224,7 +225,8 @@ class OptunaSweep:
         shown = make_url(self.settings.storage).render_as_string(hide_password=True)
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
         self._fail_stale_trials(study, parent)
-        if self.settings.n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+        launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
+        if self.settings.n_jobs > 1 and type(launcher).__name__ == "BasicLauncher":
             log.warning("hydra/launcher=basic runs trials one at a time: use hydra/launcher=joblib")
 
         failure = None
@@ -242,7 +244,7 @@ class OptunaSweep:
                 todo = self.settings.n_trials - len(finished)
                 if todo <= 0 or self.exhausted:
                     break
-                size = min(todo, self.settings.n_jobs)
+                size = min(todo, self.settings.n_jobs * self.settings.population)
                 self._run_batch(study, space, fixed, parent, size)
                 parent.record_best(len(finished) + size)
 

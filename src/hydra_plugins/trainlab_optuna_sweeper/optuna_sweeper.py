@@ -28,6 +28,7 @@ class Settings:
     n_trials: int
     n_jobs: int
     max_failure_rate: float
+    population: int
     threads_per_job: int | None
     grace_period: float
     params: Mapping[str, str] | None
@@ -38,6 +39,7 @@ class Settings:
             "n_trials": (self.n_trials >= 1, "an integer >= 1"),
             "n_jobs": (self.n_jobs >= 1, "an integer >= 1"),
             "max_failure_rate": (0 <= self.max_failure_rate <= 1, "a number in [0, 1]"),
+            "population": (self.population >= 1, "an integer >= 1 (1: one trial per job)"),
             "threads_per_job": (self.threads_per_job is None or self.threads_per_job >= 1, "null or >= 1"),
         }
         for key, (ok, allowed) in checks.items():
@@ -56,6 +58,10 @@ class OptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        if self.settings.population > 1:
+            from trainlab.population.launch import PopulationLauncher
+
+            self.launcher = PopulationLauncher(self.launcher, self.settings.population, hydra_context, config)
 
     def sweep(self, arguments: list[str]) -> None:
         from hydra_plugins.trainlab_optuna_sweeper._impl import OptunaSweep

@@ -35,6 +35,7 @@ class Member:
     trial: Any = None  # optuna.trial.Trial, inside an Optuna sweep
     state: str = RUNNING
     reason: str | None = None
+    error: str | None = None  # the exception a standalone run would have raised (FAIL)
     best: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each metric
     step: int = 0  # the global step of the latest logged metrics
@@ -53,6 +54,7 @@ class Member:
             "state": self.state,
             "value": self.score(objective, monitor),
             "reason": self.reason,
+            "error": self.error,
             "run_dir": str(self.run_dir),
         }
 
@@ -93,14 +95,15 @@ class MemberBook(Callback):
             self._end(
                 member,
                 FAIL,
-                f"Diverged: train/loss became {value} at step {module.global_step} (epoch "
+                f"train/loss became {value} at step {module.global_step} (epoch "
                 f"{module.current_epoch}); lower optimizer.lr={lr} or add a norm layer",
+                error="Diverged",
             )
 
-    def _end(self, member: Member, state: str, reason: str | None = None) -> None:
-        member.state, member.reason = state, reason
+    def _end(self, member: Member, state: str, reason: str | None = None, error: str | None = None) -> None:
+        member.state, member.reason, member.error = state, reason, error
         status = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAIL: "FAILED"}[state]
-        member.tracker.end(status, reason)
+        member.tracker.end(status, f"{error}: {reason}" if error else reason)
         log.info("Member %s: %s%s", member.run_dir.name, state, f" ({reason})" if reason else "")
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: Any) -> None:
@@ -136,7 +139,14 @@ class MemberBook(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "members": [
-                {"state": m.state, "reason": m.reason, "best": m.best, "metrics": m.metrics, "step": m.step}
+                {
+                    "state": m.state,
+                    "reason": m.reason,
+                    "error": m.error,
+                    "best": m.best,
+                    "metrics": m.metrics,
+                    "step": m.step,
+                }
                 for m in self.members
             ]
         }
@@ -144,6 +154,7 @@ class MemberBook(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for member, saved in zip(self.members, state["members"], strict=True):
             member.state, member.reason, member.best = saved["state"], saved["reason"], saved["best"]
+            member.error = saved["error"]
             member.metrics, member.step = dict(saved["metrics"]), saved["step"]
 
 

@@ -67,7 +67,7 @@ def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def shared_part(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The resolved keys every member of a population must share (the population's signature)."""
     plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
-    plain = {k: v for k, v in plain.items() if k not in ("population", "variants", "hydra")}
+    plain = {k: v for k, v in plain.items() if k not in ("population", "variants", "hydra", "paths")}
     return {key: value for key, value in _flat(plain).items() if not _varies(key)}
 
 

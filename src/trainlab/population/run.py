@@ -59,7 +59,7 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     from trainlab.population.book import MemberBook, finished, open_members, test_on_best
     from trainlab.population.module import PopulationClassifier
     from trainlab.resume import find_resume_point, write_record
-    from trainlab.training import job_context
+    from trainlab.training import job_context, quiet_lightning
     from trainlab.trial import current_trial
 
     specs = member_specs(job_cfg.population)
@@ -71,6 +71,7 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
         validate(cfg)
     check_shared(configs)
     first = configs[0]
+    quiet_lightning()
 
     root = Path(first.paths.root_dir)
     ckpt_path = job_cfg.ckpt_path or requeued_checkpoint(output_dir)
@@ -99,13 +100,20 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     checkpoint = first.callbacks.checkpoint
     book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric)
     module.on_diverged = lambda values: book.diverged(module, values)
+    callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir)]
+    curves = first.callbacks.get("curves")
+    if curves and (curves.every_n_steps or curves.every_n_epochs):
+        from trainlab.curves import Curves
+
+        loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
+        callbacks.append(Curves(curves.every_n_steps, curves.every_n_epochs, curves.max_images, loggers))
     with graceful_interrupts() as interrupts, finished(members, lambda: interrupts.received is not None):
         trainer_args = OmegaConf.to_container(first.trainer, resolve=True)
         trainer_args["enable_model_summary"] = False  # it would list the stacked (K, …) tensors
         trainer = L.Trainer(
             **trainer_args,
             logger=False,
-            callbacks=[book, *resume_callbacks(first, resume.checkpoint_dir)],
+            callbacks=callbacks,
             default_root_dir=resume.run_dir,
             enable_progress_bar=bool(first.callbacks.progress_bar.refresh_rate),
         )

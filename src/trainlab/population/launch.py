@@ -1,0 +1,117 @@
+"""Sweeps in populations: the jobs a sweeper would launch one by one are grouped into populations of at
+most K trials that may share a network (`trainlab.population.members`), each launched as ONE job through
+the configured launcher (a local process, a joblib worker, a SLURM array task), and each population's
+result is handed back as one JobReturn per trial, so the sweeper sees what it would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext
+from omegaconf import DictConfig, open_dict
+
+from trainlab.population.members import MemberSpec, population_override, shared_part, unsupported
+
+log = logging.getLogger(__name__)
+
+# The one per-trial override a population keeps per member rather than per job (trainlab.trial).
+_TRIAL_OVERRIDE = "++hydra.job.env_set.TRAINLAB_OPTUNA_TRIAL_ID="
+
+
+def _trial_id(override: str) -> int | None:
+    if not override.startswith(_TRIAL_OVERRIDE):
+        return None
+    return int(override.removeprefix(_TRIAL_OVERRIDE).strip("'"))
+
+
+class PopulationLauncher:
+    """Wraps `launcher`: `launch` takes the sweeper's batch of jobs and launches populations instead."""
+
+    def __init__(
+        self, launcher: Launcher, size: int, hydra_context: HydraContext, config: DictConfig
+    ) -> None:
+        self.launcher = launcher
+        self.size = size
+        self.hydra_context = hydra_context
+        self.config = config
+
+    def _signature(self, overrides: Sequence[str]) -> str:
+        """What members of one population must share; a job that cannot join one gets a unique value."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        hydra_overrides = sorted(
+            o for o in overrides if "hydra." in o.split("=", 1)[0] and _trial_id(o) is None
+        )
+        with open_dict(cfg):
+            cfg.paths.output_dir = None  # each job's own folder, from the Hydra runtime it does not have yet
+            del cfg["hydra"]
+        if unsupported(cfg) is not None:
+            return f"alone:{id(overrides)}"
+        return repr((sorted(shared_part(cfg).items()), hydra_overrides))
+
+    def populations(self, jobs: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Job indices grouped into populations of at most `size`, in launch order."""
+        groups: dict[str, list[list[int]]] = {}
+        for index, overrides in enumerate(jobs):
+            chunks = groups.setdefault(self._signature(overrides), [[]])
+            if len(chunks[-1]) == self.size:
+                chunks.append([])
+            chunks[-1].append(index)
+        return sorted((chunk for chunks in groups.values() for chunk in chunks), key=lambda chunk: chunk[0])
+
+    def launch(self, jobs: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        groups = self.populations(jobs)
+        launched = []
+        for group in groups:
+            members = [list(jobs[i]) for i in group]
+            common = [o for o in members[0] if all(o in m for m in members[1:]) and _trial_id(o) is None]
+            specs = [
+                MemberSpec(
+                    tuple(o for o in m if o not in common and _trial_id(o) is None),
+                    next((t for o in m if (t := _trial_id(o)) is not None), None),
+                    initial_job_idx + i,
+                )
+                for i, m in zip(group, members, strict=True)
+            ]
+            launched.append([*common, population_override(specs)] if len(group) > 1 else members[0])
+        sizes = ", ".join(str(len(g)) for g in groups)
+        log.info("Launching %d trials as %d population job(s) of %s", len(jobs), len(groups), sizes)
+        returns = self.launcher.launch(launched, initial_job_idx=initial_job_idx)
+        results: list[JobReturn | None] = [None] * len(jobs)
+        for group, result in zip(groups, returns, strict=True):
+            for position, index in enumerate(group):
+                results[index] = result if len(group) == 1 else _member_return(result, position, jobs[index])
+        return results  # type: ignore[return-value]
+
+
+def _member_return(result: JobReturn, position: int, overrides: Sequence[str]) -> JobReturn:
+    """Member `position`'s JobReturn, as a standalone job of it would have returned."""
+    member = replace(result, overrides=list(overrides))
+    if result.status != JobStatus.COMPLETED:  # the population job failed as a whole: so did each trial
+        return member
+    outcome: dict[str, Any] = result.return_value[position]
+    member.working_dir = outcome["run_dir"]
+    if outcome["state"] == "COMPLETE":
+        member.return_value = outcome["value"]
+        return member
+    member.status = JobStatus.FAILED
+    member.return_value = _error(outcome)
+    return member
+
+
+def _error(outcome: dict[str, Any]) -> BaseException:
+    """The exception a standalone job of this trial would have raised (the sweeper reads its type)."""
+    from trainlab.errors import Diverged
+
+    if outcome["state"] == "PRUNED":
+        import optuna
+
+        return optuna.TrialPruned(outcome["reason"])
+    if outcome.get("error") == "Diverged":
+        return Diverged(outcome["reason"])
+    return RuntimeError(outcome["reason"])
