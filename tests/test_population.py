@@ -86,6 +86,20 @@ def test_dropping_members_keeps_the_others_optimiser_state() -> None:
     assert optimizer.param_groups[0]["hypers"]["lr"].tolist() == pytest.approx([0.001, 0.1])
 
 
+def test_dropout_draws_a_mask_per_member_at_each_members_own_rate() -> None:
+    from trainlab.population.stacked import StackedNetwork
+
+    networks = [torch.nn.Sequential(torch.nn.Dropout(p)) for p in (0.0, 0.5, 0.5, 0.9)]
+    stacked = StackedNetwork(networks).train()
+    out = stacked(torch.ones(20_000))
+    zeros = (out == 0).float().mean(1)
+    assert zeros[0] == 0 and torch.equal(out[0], torch.ones(20_000))
+    assert zeros[1:].tolist() == pytest.approx([0.5, 0.5, 0.9], abs=0.02)
+    assert not torch.equal(out[1], out[2])  # same rate, different masks
+    assert out[3].max() == pytest.approx(10.0)  # kept units scaled by 1 / (1 − p)
+    assert torch.equal(stacked.eval()(torch.ones(5)), torch.ones(4, 5))
+
+
 def _resolved(cfg) -> dict:
     """A composed run config as plain values (its output folder exists only inside a Hydra job)."""
     cfg.paths.output_dir = "unused"
@@ -308,3 +322,114 @@ def test_members_that_cannot_share_a_network_are_a_one_line_error(run_cli, mnist
         "error: population: members 0 and 1 differ in model.hidden ([8] vs [16]); a population may vary only "
         "the optimiser's numbers, regularizer.l1/l2, the init, the seed and model.dropout"
     )
+
+
+def test_an_experiment_runs_as_one_population_and_its_report_reads_each_variant(
+    run_cli, mnist_root, tmp_path
+):
+    import subprocess
+    import sys
+
+    from conftest import REPO, cli_env
+
+    run_cli(
+        "-m",
+        "experiment=overfitting",
+        "hydra.sweeper.population=5",
+        "data.train_size=50",
+        "trainer.max_steps=4",
+        "callbacks.curves.every_n_steps=2",
+        *QUIET,
+    )
+    assert len(list(tmp_path.glob("multirun/*/*/population.json"))) == 1  # five variants, one job
+    runs = mlflow_runs(tmp_path, "overfitting")
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    by_variant = {r.data.params["variant"]: r for r in runs}
+    assert by_variant["dropout"].data.params["model.dropout"] == "0.15"
+    assert by_variant["l1"].data.params["optimizer.lr"] == "0.1"
+    assert all("curve/test/acc" in r.data.metrics for r in runs)
+    report = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "src" / "report.py"),
+            "experiment=overfitting",
+            f"paths.root_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("FINISHED") == 5
+    assert "dropout 0.08 + L1 λ=0.004" in report.stdout
+
+
+def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_uninterrupted_one(
+    run_cli, tmp_path
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import TRAIN, cli_env, write_mnist
+
+    job = [
+        "population=[{overrides:['optimizer.lr=0.05']},{overrides:['optimizer.lr=0.02','seed=4']}]",
+        "model=simple_cnn",
+        "model.dropout=0.2",
+        "data.batch_size=10",
+        "trainer.max_epochs=2",
+        "callbacks.checkpoint.every_n_train_steps=7",
+        *QUIET,
+    ]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for root in (straight, killed):
+        write_mnist(root / "data", n_train=556, n_test=50)
+    run_cli(*job, root=straight)
+
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN), f"paths.root_dir={killed}", *job],
+        cwd=killed,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(killed.glob("outputs/*/*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    [last] = killed.glob("outputs/*/*/checkpoints/last.ckpt")
+    assert 0 < torch.load(last, weights_only=True)["global_step"] < 100  # killed mid-run
+    assert {r.info.status for r in mlflow_runs(killed)} == {"RUNNING"}
+
+    run_cli(*job, "ckpt_path=last", root=killed)
+    for member in ("member_0", "member_1"):
+        [expected] = straight.glob(f"outputs/*/*/{member}/checkpoints/last.ckpt")
+        [resumed] = killed.glob(f"outputs/*/*/{member}/checkpoints/last.ckpt")
+        expected, resumed = (torch.load(p, weights_only=True)["state_dict"] for p in (expected, resumed))
+        for key in expected:
+            assert torch.equal(expected[key], resumed[key]), (member, key)
+    runs = mlflow_runs(killed)  # the same two MLflow runs, now finished
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    expected_acc = sorted(r.data.metrics["test/acc"] for r in mlflow_runs(straight))
+    assert sorted(r.data.metrics["test/acc"] for r in runs) == expected_acc
+
+
+def test_trials_a_population_cannot_run_are_launched_alone(run_cli, mnist_root, tmp_path):
+    run_cli(
+        "-m",
+        "optimizer.lr=0.05,0.1",
+        "diagnostics=on",
+        "hydra.sweeper.population=2",
+        "trainer.max_epochs=1",
+        *QUIET,
+    )
+    assert not list(tmp_path.glob("multirun/*/*/population.json"))
+    runs = mlflow_runs(tmp_path)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all(any(k.startswith("grad_norm/") for k in r.data.metrics) for r in runs)

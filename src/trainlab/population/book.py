@@ -152,9 +152,13 @@ class MemberBook(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resuming: the members' records as of the checkpoint; the runs of members that had already
+        ended (reopened with the others) end again as they had."""
         for member, saved in zip(self.members, state["members"], strict=True):
             member.state, member.reason, member.best = saved["state"], saved["reason"], saved["best"]
             member.error = saved["error"]
+            if member.state != RUNNING:
+                self._end(member, member.state, member.reason, member.error)
             member.metrics, member.step = dict(saved["metrics"]), saved["step"]
 
 
