@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
@@ -30,11 +32,7 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
     ]
     if cfg.get("timer"):
         callbacks.append(EpochTimer())
-    curves = cfg.get("curves")
-    if curves and (curves.every_n_steps or curves.every_n_epochs):
-        from trainlab.curves import Curves
-
-        callbacks.append(Curves(curves.every_n_steps, curves.every_n_epochs, curves.max_images))
+    callbacks.extend(curves_callback(run_cfg))
     if run_cfg.get("diagnostics", {}).get("enabled", False):
         from trainlab.diagnostics import build_diagnostics
 
@@ -67,6 +65,17 @@ def resume_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback
     if cfg.progress_bar.refresh_rate:
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
     return callbacks
+
+
+def curves_callback(run_cfg: DictConfig, member_loggers: Mapping[int, Any] | None = None) -> list[Callback]:
+    """[Curves] where `callbacks.curves` asks for learning curves within epochs, else []; a population
+    passes its members' loggers."""
+    curves = run_cfg.callbacks.get("curves")
+    if not (curves and (curves.every_n_steps or curves.every_n_epochs)):
+        return []
+    from trainlab.curves import Curves
+
+    return [Curves(curves.every_n_steps, curves.every_n_epochs, curves.max_images, member_loggers)]
 
 
 class EpochTimer(Callback):

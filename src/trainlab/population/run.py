@@ -52,7 +52,7 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.callbacks import resume_callbacks
+    from trainlab.callbacks import curves_callback, resume_callbacks
     from trainlab.cluster import requeued_checkpoint
     from trainlab.data import build_datamodule
     from trainlab.interrupts import graceful_interrupts
@@ -100,13 +100,8 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     checkpoint = first.callbacks.checkpoint
     book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric)
     module.on_diverged = lambda values: book.diverged(module, values)
-    callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir)]
-    curves = first.callbacks.get("curves")
-    if curves and (curves.every_n_steps or curves.every_n_epochs):
-        from trainlab.curves import Curves
-
-        loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
-        callbacks.append(Curves(curves.every_n_steps, curves.every_n_epochs, curves.max_images, loggers))
+    loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
+    callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir), *curves_callback(first, loggers)]
     with graceful_interrupts() as interrupts, finished(members, lambda: interrupts.received is not None):
         trainer_args = OmegaConf.to_container(first.trainer, resolve=True)
         trainer_args["enable_model_summary"] = False  # it would list the stacked (K, …) tensors
