@@ -433,3 +433,20 @@ def test_trials_a_population_cannot_run_are_launched_alone(run_cli, mnist_root, 
     runs = mlflow_runs(tmp_path)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert all(any(k.startswith("grad_norm/") for k in r.data.metrics) for r in runs)
+
+
+def test_a_population_whose_members_all_diverge_ends_with_each_trial_failed(run_cli, mnist_root, tmp_path):
+    run_cli(
+        "-m",
+        "hparams_search=lr",
+        "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(1e30, 1e31)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.population=2",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "trainer.max_epochs=2",
+        *QUIET,
+    )
+    assert [t.state.name for t in _study(tmp_path).trials] == ["FAIL", "FAIL"]
+    runs = [r for r in mlflow_runs(tmp_path) if "optimizer.lr" in r.data.params]
+    assert {r.info.status for r in runs} == {"FAILED"}

@@ -83,6 +83,9 @@ class PopulationClassifier(L.LightningModule):
         self._epoch_sums[split] = sums if previous is None else previous + sums
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        if not self.members:  # every member failed earlier in this epoch: nothing left to train
+            self.trainer.should_stop = True
+            return
         images, labels = batch
         logits = self(images)
         losses = self._member_losses(logits, labels)
@@ -109,6 +112,8 @@ class PopulationClassifier(L.LightningModule):
         self._epoch_sums["penalty"] = sums if previous is None else previous + sums
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if not self.members:
+            return
         images, labels = batch
         logits = self(images)
         self._accumulate("val", logits, labels, self._member_losses(logits, labels))

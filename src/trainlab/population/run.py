@@ -114,4 +114,10 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
         test_on_best(members, datamodule, module.device)
-    return [member.result(first.optimized_metric, checkpoint.monitor) for member in members]
+    results = [member.result(first.optimized_metric, checkpoint.monitor) for member in members]
+    for index, result in enumerate(results):  # what each trial came to, as a sweep's log would say it
+        why = ": ".join(part for part in (result["error"], result["reason"]) if part)
+        log.info(
+            "member_%d %s: %s=%s %s", index, result["state"], first.optimized_metric, result["value"], why
+        )
+    return results
