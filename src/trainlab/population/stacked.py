@@ -4,7 +4,7 @@ and the forward pass is the single network's own, vectorised over members with `
 Because members run the unchanged single-model code (PyTorch's ensembling recipe), every layer is exact
 per member: a BatchNorm keeps statistics per member, a conv is a grouped conv under the hood, a LayerNorm
 normalises each member's features. Dropout is the one layer rewritten: its rate becomes a per-member
-buffer, and vmap draws a different mask for every member.
+buffer, and vmap draws a different mask for every member (or it goes where every rate is 0).
 """
 
 from __future__ import annotations
@@ -30,14 +30,18 @@ class MemberDropout(nn.Module):
         return x * (torch.rand_like(x) < keep) / keep
 
 
-def _with_member_dropout(model: nn.Module) -> nn.Module:
-    """`model` with every nn.Dropout replaced by a MemberDropout of the same rate (in place)."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.Dropout):
-            setattr(model, name, MemberDropout(child.p))
-        else:
-            _with_member_dropout(child)
-    return model
+def _with_member_dropout(models: list[nn.Module]) -> None:
+    """Replace, in place, each nn.Dropout of the members' networks (same architecture) by a MemberDropout
+    of the member's rate, or by nn.Identity where every member's rate is 0 (no random draws at all, as
+    torch's dropout skips them at p = 0)."""
+    for name, layer in list(models[0].named_modules()):
+        if not isinstance(layer, nn.Dropout):
+            continue
+        rates = [model.get_submodule(name).p for model in models]
+        for model, rate in zip(models, rates, strict=True):
+            replacement = MemberDropout(rate) if any(rates) else nn.Identity()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, replacement)
 
 
 def _safe(name: str) -> str:
@@ -53,7 +57,8 @@ class StackedNetwork(nn.Module):
 
     def __init__(self, models: list[nn.Module]) -> None:
         super().__init__()
-        members = [_with_member_dropout(copy.deepcopy(model)) for model in models]
+        members = [copy.deepcopy(model) for model in models]
+        _with_member_dropout(members)
         params, buffers = stack_module_state(members)
         self.param_names = list(params)
         self.buffer_names = list(buffers)
