@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TRAIN, cli_env, mlflow_runs
@@ -24,7 +25,11 @@ def options(group: str) -> list[str]:
 def test_every_option_of_every_group_composes_and_validates(compose, override):
     extra = ["model=simple_cnn"] if override == "norm=instance" else []
     cfg = compose(override, *extra)
-    validate(cfg)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': must be one of auto, cpu "):
+            validate(cfg)
+    else:
+        validate(cfg)
     group, option = override.split("=")
     assert cfg[group].get("name", option) == option
 
