@@ -64,6 +64,16 @@ def test_every_option_of_every_group_composes_and_validates(compose, override):
         (["init=he", "init.distribution=cauchy"], "init.distribution='cauchy': must be normal or uniform"),
         (["data.val_size=0"], "data.val_size=0"),
         (["seed=abc"], "seed='abc': must be an integer"),
+        (
+            ["trainer.max_epochs=abc"],
+            "trainer.max_epochs='abc': must be null, -1 (no end) or an integer >= 0",
+        ),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0: must be an integer >= 1"),
+        (
+            ["trainer.val_check_interval=0"],
+            "trainer.val_check_interval=0: must be null, a fraction in (0, 1]",
+        ),
+        (["trainer.detect_anomaly=maybe"], "trainer.detect_anomaly='maybe': must be true or false"),
         (["callbacks.timer=yes"], "callbacks.timer='yes': must be true or false"),
         (
             ["callbacks.progress_bar.refresh_rate=-1"],
