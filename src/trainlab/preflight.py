@@ -194,8 +194,6 @@ _HINTS: dict[str, Callable[[], str]] = {"trainer.accelerator": _accelerators_pre
 
 def _text(value: Any) -> str:
     """A value as the user writes it: null and booleans in YAML, the rest as `fail` shows it."""
-    if value is _ABSENT:
-        return "unset"
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
 
 
