@@ -1,5 +1,5 @@
 """Build what a run will build, while validating: the Trainer's device choices, then the network on a
-batch of the data set's shape, with its init, penalty, one backward pass and one optimiser step. A value
+batch of the data set's shape, with its init, penalty, backward pass and optimiser. A value
 that only Lightning or torch can judge then fails as one `ConfigError` line, before MLflow or the data.
 
 A failure names the fewest keys that cause it: each key set away from a value known to work (the
@@ -50,8 +50,7 @@ def preflight(cfg: DictConfig) -> None:
     A plain function of a composed config (no Hydra runtime), so a population can check each member."""
     plain = OmegaConf.create({group: OmegaConf.to_container(cfg[group], resolve=True) for group in _GROUPS})
     plain.data = {"name": cfg.data.name, "batch_size": cfg.data.batch_size}
-    # fork_rng: the network's initial draws must not move the run's random numbers.
-    with _quiet(), torch.random.fork_rng(devices=[]):
+    with _quiet():
         for build in (_TRAINER, _NETWORK):
             error = _attempt(build, plain)
             if error is not None:
@@ -73,18 +72,21 @@ def _trainer_references(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train_one_step(cfg: DictConfig) -> None:
+    """The module, its optimiser, and a training step with its backward pass, on the meta device: torch
+    checks every shape there as on a CPU or GPU, but allocates nothing and computes nothing. (So no
+    optimiser step: it needs numbers. Its constructor checks its arguments.)"""
     from trainlab.data import DATASETS
     from trainlab.module import Classifier
 
     data = DATASETS[cfg.data.name]
     config = OmegaConf.to_container(cfg)
     config["model"]["compile"] = False  # compiling takes tens of seconds and changes no shape
-    module = Classifier(config, data.image_shape, data.num_classes)
-    optimizer = module.configure_optimizers()
     batch = min(cfg.data.batch_size, _BATCH)
-    images, labels = torch.zeros(batch, *data.image_shape), torch.zeros(batch, dtype=torch.long)
-    module.training_step((images, labels), 0).backward()
-    optimizer.step()
+    with torch.device("meta"):
+        module = Classifier(config, data.image_shape, data.num_classes)
+        module.configure_optimizers()
+        images, labels = torch.zeros(batch, *data.image_shape), torch.zeros(batch, dtype=torch.long)
+        module.training_step((images, labels), 0).backward()
 
 
 def _network_references(cfg: DictConfig) -> dict[str, Any]:
