@@ -87,8 +87,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "trainer.val_check_interval",
-        lambda v: (_is_int(v) and v >= 1) or (_is_number(v) and 0 < v <= 1),
-        "null, a fraction in (0, 1] or an integer >= 1 (batches)",
+        # A time ("DD:HH:MM:SS" or {minutes: 5}) is Lightning's to judge, when the preflight builds a Trainer.
+        lambda v: isinstance(v, str | dict) or (_is_int(v) and v >= 1) or (_is_number(v) and 0 < v <= 1),
+        "null, a fraction in (0, 1], an integer >= 1 (batches) or a time",
         optional=True,
     ),
     Rule(
