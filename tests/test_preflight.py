@@ -7,9 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import write_cifar10, write_mnist
 from trainlab.config import validate
 from trainlab.data import DATASETS, build_datamodule
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, DataError
 from trainlab.preflight import preflight
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -111,8 +112,6 @@ def test_the_preflight_leaves_the_runs_random_numbers_alone(compose):
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_each_data_sets_shape_in_the_table_is_what_its_loader_reads(compose, tmp_path, name):
-    from conftest import write_cifar10, write_mnist
-
     if name == "cifar10":
         write_cifar10(tmp_path)
     else:
@@ -123,3 +122,17 @@ def test_each_data_sets_shape_in_the_table_is_what_its_loader_reads(compose, tmp
         DATASETS[name].image_shape,
         DATASETS[name].num_classes,
     )
+
+
+def test_files_whose_images_differ_from_the_table_are_a_data_error_naming_both_shapes(compose, tmp_path):
+    import synthetic  # on sys.path through conftest (benchmarks/)
+
+    write_mnist(tmp_path)
+    for split, n in (("train", 200), ("t10k", 100)):
+        images, _ = synthetic.learnable_images(n, (32, 32), seed=0)
+        synthetic.write_idx(tmp_path / "MNIST" / "raw" / f"{split}-images-idx3-ubyte", images)
+    data = compose(f"data.root={tmp_path}", "data.download=false").data
+    with pytest.raises(
+        DataError, match=r"^mnist: mnist holds images of shape \(1, 32, 32\) in 10 classes, not "
+    ):
+        build_datamodule(data, seed=0)
