@@ -52,7 +52,7 @@ def epoch_times(overrides: list[str], epochs: int, device: str = "cpu") -> list[
 
     cfg = compose(overrides)
     torch.manual_seed(cfg.seed)
-    splits = DATASETS[cfg.data.name](cfg.data)  # trainlab's parsing, without its Lightning data module
+    splits = DATASETS[cfg.data.name].load(cfg.data)  # trainlab's parsing, without its Lightning data module
     images, labels = _training_split(splits.train_images, splits.train_labels, cfg.data)
     images, labels = images.to(device), labels.to(device)
     model = build_model(cfg.model, cfg.norm, tuple(images.shape[1:]), splits.num_classes).to(device)

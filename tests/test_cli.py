@@ -93,6 +93,35 @@ def test_instance_norm_on_an_mlp_is_a_config_error(run_cli, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: norm=instance does not fit model=mlp")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        pytest.param(
+            ["trainer.accelerator=gpu"],
+            "error: trainer.accelerator='gpu': must be one of auto, cpu (the accelerators this machine has) "
+            "(Lightning: No supported gpu backend found!)",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU"),
+            id="gpu-without-a-gpu",
+        ),
+        pytest.param(
+            ["model=simple_cnn", "model.kernel_size=40"],
+            "error: model.kernel_size=40: must be at most 27 (torch: Calculated padded input size per "
+            "channel: (28 x 28). Kernel size: (40 x 40). "
+            "Kernel size can't be greater than actual input size)",
+            id="kernel-larger-than-the-image",
+        ),
+    ],
+)
+def test_values_only_lightning_or_torch_can_judge_stop_before_mlflow_and_data(
+    run_cli, tmp_path, overrides, line
+):
+    result = run_cli(*overrides, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == line
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "data").exists()
+
+
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
     [last] = [p for p in checkpoint_files(root) if p.name == "last.ckpt"]
     return torch.load(last, weights_only=True)["state_dict"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TRAIN, cli_env, mlflow_runs
@@ -24,7 +25,11 @@ def options(group: str) -> list[str]:
 def test_every_option_of_every_group_composes_and_validates(compose, override):
     extra = ["model=simple_cnn"] if override == "norm=instance" else []
     cfg = compose(override, *extra)
-    validate(cfg)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': must be one of auto, cpu "):
+            validate(cfg)
+    else:
+        validate(cfg)
     group, option = override.split("=")
     assert cfg[group].get("name", option) == option
 
@@ -59,6 +64,16 @@ def test_every_option_of_every_group_composes_and_validates(compose, override):
         (["init=he", "init.distribution=cauchy"], "init.distribution='cauchy': must be normal or uniform"),
         (["data.val_size=0"], "data.val_size=0"),
         (["seed=abc"], "seed='abc': must be an integer"),
+        (
+            ["trainer.max_epochs=abc"],
+            "trainer.max_epochs='abc': must be null, -1 (no end) or an integer >= 0",
+        ),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0: must be an integer >= 1"),
+        (
+            ["trainer.val_check_interval=0"],
+            "trainer.val_check_interval=0: must be null, a fraction in (0, 1]",
+        ),
+        (["trainer.detect_anomaly=maybe"], "trainer.detect_anomaly='maybe': must be true or false"),
         (["callbacks.timer=yes"], "callbacks.timer='yes': must be true or false"),
         (
             ["callbacks.progress_bar.refresh_rate=-1"],

@@ -88,7 +88,11 @@ def test_epoch_timer_logs_the_seconds_of_each_training_epoch(run_cli, mnist_root
 
 def test_gpu_preset_composes_with_bf16_cudnn_benchmark_and_data_on_device(compose):
     cfg = compose("trainer=gpu", "model=simple_cnn", "model.channels_last=true", "model.compile=true")
-    validate(cfg)
+    if torch.cuda.is_available():
+        validate(cfg)
+    else:  # the preflight builds the Trainer, which finds no GPU here
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': must be one of auto, cpu "):
+            validate(cfg)
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.benchmark is True
     assert cfg.data.on_device is True and cfg.model.compile is True and cfg.model.channels_last is True
 

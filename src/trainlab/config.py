@@ -67,6 +67,38 @@ RULES: tuple[Rule, ...] = (
         "an integer >= 0 (0: no bar)",
         optional=True,
     ),
+    # Trainer values that Lightning checks only once `fit` has started (the preflight builds a Trainer, which
+    # checks the rest): a wrong type or a 0 here would stop the run after its data is read, with a traceback.
+    Rule(
+        "trainer.max_epochs",
+        lambda v: _is_int(v) and v >= -1,
+        "null, -1 (no end) or an integer >= 0",
+        optional=True,
+    ),
+    Rule("trainer.min_epochs", lambda v: _is_int(v) and v >= 0, "null or an integer >= 0", optional=True),
+    Rule("trainer.max_steps", lambda v: _is_int(v) and v >= -1, "-1 (no end) or an integer >= 0"),
+    Rule("trainer.min_steps", lambda v: _is_int(v) and v >= 0, "null or an integer >= 0", optional=True),
+    Rule("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    Rule(
+        "trainer.check_val_every_n_epoch",
+        lambda v: _is_int(v) and v >= 1,
+        "null or an integer >= 1",
+        optional=True,
+    ),
+    Rule(
+        "trainer.val_check_interval",
+        # A time ("DD:HH:MM:SS" or {minutes: 5}) is Lightning's to judge, when the preflight builds a Trainer.
+        lambda v: isinstance(v, str | dict) or (_is_int(v) and v >= 1) or (_is_number(v) and 0 < v <= 1),
+        "null, a fraction in (0, 1], an integer >= 1 (batches) or a time",
+        optional=True,
+    ),
+    Rule(
+        "trainer.gradient_clip_val",
+        lambda v: _is_number(v) and v >= 0,
+        "null or a number >= 0",
+        optional=True,
+    ),
+    Rule("trainer.detect_anomaly", lambda v: isinstance(v, bool), "true or false", optional=True),
     Rule("ckpt_path", lambda v: isinstance(v, str) and v != "", '"last" or a checkpoint path', optional=True),
 )
 
@@ -123,6 +155,7 @@ def validate(cfg: DictConfig) -> None:
     from trainlab.init import check_init
     from trainlab.models import check_model
     from trainlab.optim import check_optimizer
+    from trainlab.preflight import preflight
     from trainlab.tracking import check_logger
 
     check_data(cfg.data)
@@ -131,3 +164,4 @@ def validate(cfg: DictConfig) -> None:
     check_optimizer(cfg.optimizer)
     check_logger(cfg.logger)
     check_diagnostics(cfg.diagnostics)
+    preflight(cfg)  # last: it builds what the checks above let through

@@ -84,12 +84,16 @@ class Classifier(L.LightningModule):
             sums[0] += penalty.detach()
             sums[1] += 1
             loss = loss + penalty
+        return loss
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Stop at the first loss that is not finite, before its gradients reach the weights. (A hook, not
+        part of `training_step`, so that the preflight can run that step on the meta device.)"""
         if not torch.isfinite(loss):
             raise Diverged(
                 f"train/loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
                 f"lower optimizer.lr={self.optimizer_cfg.lr} or add a norm layer"
             )
-        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
