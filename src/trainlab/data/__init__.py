@@ -11,7 +11,9 @@ from trainlab.data.sources import Splits, load_cifar10, load_idx_dataset
 
 DATASETS: dict[str, Callable[[DictConfig], Splits]] = {
     "mnist": lambda cfg: load_idx_dataset("mnist", cfg.root, cfg.download, cfg.get("allow_fallback", False)),
-    "fashion_mnist": lambda cfg: load_idx_dataset("fashion_mnist", cfg.root, cfg.download),
+    "fashion_mnist": lambda cfg: load_idx_dataset(
+        "fashion_mnist", cfg.root, cfg.download, system_copy=cfg.get("system_copy")
+    ),
     "cifar10": lambda cfg: load_cifar10(cfg.root, cfg.download),
 }
 
