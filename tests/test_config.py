@@ -22,8 +22,11 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("override", [f"{group}={option}" for group in GROUPS for option in options(group)])
 def test_every_option_of_every_group_composes_and_validates(compose, override):
-    extra = ["model=simple_cnn"] if override == "norm=instance" else []
-    cfg = compose(override, *extra)
+    extra = {
+        "norm=instance": ["model=simple_cnn"],
+        "model=custom": ["model._target_=user_models.nets.TinyConvNet", "+model.width=4"],
+    }
+    cfg = compose(override, *extra.get(override, []))
     validate(cfg)
     group, option = override.split("=")
     assert cfg[group].get("name", option) == option
@@ -40,7 +43,38 @@ def test_every_option_of_every_group_composes_and_validates(compose, override):
         (["model.dropout=1.0"], "model.dropout=1.0: must be a number in [0, 1)"),
         (["model.dropout=-0.1"], "model.dropout=-0.1: must be a number in [0, 1)"),
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
-        (["model.hidden=[]"], "model.hidden=[]: must be a positive integer or a non-empty list of them"),
+        (
+            ["model=cnn", "model.conv=[]"],
+            "model.conv=[]: must be a positive integer or a non-empty list of them",
+        ),
+        (["model=cnn", "model.padding=valid"], "model.padding='valid': must be an integer >= 0 or \"same\""),
+        (["model=custom"], "model._target_=None: must be the dotted path of an nn.Module class"),
+        (
+            ["model=custom", "model._target_=no_such_pkg.Net"],
+            "model._target_='no_such_pkg.Net': must be an importable nn.Module class "
+            "(No module named 'no_such_pkg')",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.NOT_A_MODULE"],
+            "model._target_='user_models.nets.NOT_A_MODULE': must be a subclass of torch.nn.Module",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.TinyConvNet"],
+            "model.width=None: must be set: user_models.nets.TinyConvNet has no default for it",
+        ),
+        (
+            [
+                "model=custom",
+                "model._target_=user_models.nets.TinyConvNet",
+                "+model.width=4",
+                "+model.depth=3",
+            ],
+            "model.depth=3: must be unset: user_models.nets.TinyConvNet takes only width",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.Linear10", "norm=batch"],
+            "norm=batch does not fit model=custom: it takes no norm; use one of none",
+        ),
         (["model.hidden=[100,0]"], "model.hidden=[100, 0]"),
         (["model.hidden=[100,-5]"], "model.hidden=[100, -5]"),
         (["norm=instance"], "norm=instance does not fit model=mlp"),
