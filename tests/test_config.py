@@ -170,3 +170,28 @@ def test_every_trainer_argument_can_be_set_without_a_plus(compose):
     arguments = set(inspect.signature(L.Trainer.__init__).parameters) - owned
     assert arguments <= set(compose().trainer)
     assert compose("trainer.max_steps=2000", "trainer.limit_val_batches=0.5").trainer.max_steps == 2000
+
+
+def test_help_lists_every_group_and_option_as_hydra_does_and_the_composed_config(tmp_path):
+    """`--help` lists the groups from conf/ (trainlab.help) instead of composing each option; the list is
+    the one Hydra's own (slow) listing gives, followed by the config the overrides compose."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), "--help", "model=cnn"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        check=True,
+    )
+    hydra = Hydra.create_main_hydra2("train", create_config_search_path(str(REPO / "conf")))
+    hydras_own = hydra.format_config_groups(lambda group: not group.startswith("hydra"))
+    GlobalHydra.instance().clear()
+    assert "model: alexnet, cifar_cnn, cnn, custom, mlp, simple_cnn\n" in hydras_own
+    assert hydras_own in result.stdout
+    assert result.stdout.startswith("trainlab: train one model")
+    assert "  name: cnn\n" in result.stdout  # the composed config, with the overrides given
+    assert "Hydra's own flags: --hydra-help" in result.stdout
