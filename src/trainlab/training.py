@@ -48,6 +48,12 @@ def train(cfg: DictConfig) -> float | None:
     # Lightning logs through its own handler as well as Hydra's: print each line once.
     logging.getLogger("lightning.pytorch").propagate = False
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Metrics are logged once per epoch (trainlab.module), never every `log_every_n_steps`: an epoch
+    # shorter than that interval loses nothing.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning's hint to prepend `srun` wherever SLURM is installed: trainlab's way onto SLURM is
+    # `launcher=slurm`, and a run on a login node is meant to run there.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
 
     import lightning as L
     import torch
