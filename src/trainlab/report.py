@@ -174,10 +174,15 @@ def plot_accuracy(sweep: Sweep) -> Any:
             ax.set_title(fit(variant.label, PANEL_WIDTH, 9), fontsize=9)
             if compare:
                 axes[panels - 1].plot(*sweep.history(variant, test), label=variant.label, **style)
+        spare = axes[panels:]
         if compare:
             axes[panels - 1].set_title(f"test {quantity}, all variants", fontsize=9)
-            # Beside the panel, not over the curves; the column's empty neighbours make room.
-            axes[panels - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+            if len(spare):  # the grid's first empty slot holds the legend, clear of the curves
+                spare[0].legend(*axes[panels - 1].get_legend_handles_labels(), fontsize=7, loc="center left")
+                spare[0].axis("off")
+                spare = spare[1:]
+            else:
+                axes[panels - 1].legend(fontsize=7)
         axes[0].legend(fontsize=8)
         for ax in axes[:panels]:
             ax.set_xlabel(x_label)
@@ -185,7 +190,7 @@ def plot_accuracy(sweep: Sweep) -> Any:
             ax.grid(alpha=0.3)
             if quantity == "acc":
                 ax.set_ylim(0, 1.02)
-        for ax in axes[panels:]:
+        for ax in spare:
             ax.set_visible(False)
     figure.suptitle(fit(sweep.report.title, figure.get_figwidth(), 12))
     return figure
