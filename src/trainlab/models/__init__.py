@@ -34,7 +34,7 @@ CUSTOM = "custom"
 
 # Keys of every model that say how it runs, not what it is; `trainlab.module` applies them:
 # `compile` (torch.compile the network), `channels_last` (NHWC weights, faster convs on tensor cores).
-RUNTIME_KEYS = ("compile", "channels_last", "_target_")
+RUNTIME_KEYS = ("compile", "channels_last")
 
 # What trainlab gives a model, where its constructor takes it: from the data, and the norm group.
 PROVIDED = ("image_shape", "num_classes", "norm")
@@ -80,7 +80,7 @@ def check_model(cfg: DictConfig, norm: DictConfig) -> None:
     a norm that fits its layers."""
     cls = model_class(cfg)
     label = cfg._target_ if cfg.name == CUSTOM else cfg.name
-    for key in ("compile", "channels_last"):
+    for key in RUNTIME_KEYS:
         if not isinstance(cfg.get(key, False), bool):
             raise fail(f"model.{key}", cfg[key], "true or false")
     given = _network_arguments(cfg)
@@ -119,7 +119,8 @@ def _check_widths(given: dict[str, object]) -> None:
 
 
 def _network_arguments(cfg: DictConfig) -> dict[str, object]:
-    return {key: value for key, value in arguments(cfg).items() if key not in RUNTIME_KEYS}
+    """The constructor's keyword arguments: the group's keys but `name`, `_target_` and the runtime keys."""
+    return {key: value for key, value in arguments(cfg).items() if key not in (*RUNTIME_KEYS, "_target_")}
 
 
 def build_model(
