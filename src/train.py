@@ -5,6 +5,7 @@ Thin on purpose: torch, Lightning and MLflow are imported inside `trainlab.train
 """
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,11 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+
+if "--help" in sys.argv or "-h" in sys.argv:
+    from trainlab.help import list_groups_from
+
+    list_groups_from(ROOT / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")

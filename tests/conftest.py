@@ -57,12 +57,18 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """`python src/train.py ARGS` with the project folder (data, mlruns, outputs) in tmp_path."""
 
     def run(
-        *args: str, root: Path = tmp_path, check: bool = True, timeout: int = 300
+        *args: str,
+        root: Path = tmp_path,
+        check: bool = True,
+        timeout: int = 300,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
         overrides = [a for a in args if not a.startswith("-")]
         cmd = [sys.executable, str(TRAIN), *flags, f"paths.root_dir={root}", *overrides]
-        result = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=timeout, cwd=root)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, env=cli_env(**(env or {})), timeout=timeout, cwd=root
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr[-4000:]}")
         return result

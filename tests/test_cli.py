@@ -182,3 +182,17 @@ def test_a_diverging_run_stops_at_once_and_is_marked_failed(run_cli, mnist_root,
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FAILED"
     assert "Diverged" in run.data.tags["failure_reason"]
+
+
+def test_a_default_run_prints_one_model_line_and_no_lightning_noise(run_cli, mnist_root):
+    """What helps stays (the network's size and cost, the test table); Lightning's summary table (FLOPs
+    0), its logging-interval warning for short epochs, the bar's `v_num` and the srun hint go."""
+    result = run_cli("trainer.max_epochs=1", "trainer.accelerator=cpu")
+    assert (
+        "MLP: 109 K parameters, 218 K FLOPs per image forward, 1×28×28 images into 10 classes"
+        in result.stdout
+    )
+    assert "test/acc" in result.stdout
+    output = result.stdout + result.stderr
+    for noise in ("FLOPs: 0", "Total FLOPs", "Modules in train mode", "logging interval", "v_num", "srun"):
+        assert noise not in output, noise

@@ -23,8 +23,11 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("override", [f"{group}={option}" for group in GROUPS for option in options(group)])
 def test_every_option_of_every_group_composes_and_validates(compose, override):
-    extra = ["model=simple_cnn"] if override == "norm=instance" else []
-    cfg = compose(override, *extra)
+    extra = {
+        "norm=instance": ["model=simple_cnn"],
+        "model=custom": ["model._target_=user_models.nets.TinyConvNet", "+model.width=4"],
+    }
+    cfg = compose(override, *extra.get(override, []))
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': must be one of auto, cpu "):
             validate(cfg)
@@ -45,7 +48,38 @@ def test_every_option_of_every_group_composes_and_validates(compose, override):
         (["model.dropout=1.0"], "model.dropout=1.0: must be a number in [0, 1)"),
         (["model.dropout=-0.1"], "model.dropout=-0.1: must be a number in [0, 1)"),
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
-        (["model.hidden=[]"], "model.hidden=[]: must be a positive integer or a non-empty list of them"),
+        (
+            ["model=cnn", "model.conv=[]"],
+            "model.conv=[]: must be a positive integer or a non-empty list of them",
+        ),
+        (["model=cnn", "model.padding=valid"], "model.padding='valid': must be an integer >= 0 or \"same\""),
+        (["model=custom"], "model._target_=None: must be the dotted path of an nn.Module class"),
+        (
+            ["model=custom", "model._target_=no_such_pkg.Net"],
+            "model._target_='no_such_pkg.Net': must be an importable nn.Module class "
+            "(No module named 'no_such_pkg')",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.NOT_A_MODULE"],
+            "model._target_='user_models.nets.NOT_A_MODULE': must be a subclass of torch.nn.Module",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.TinyConvNet"],
+            "model.width=None: must be set: user_models.nets.TinyConvNet has no default for it",
+        ),
+        (
+            [
+                "model=custom",
+                "model._target_=user_models.nets.TinyConvNet",
+                "+model.width=4",
+                "+model.depth=3",
+            ],
+            "model.depth=3: must be unset: user_models.nets.TinyConvNet takes only width",
+        ),
+        (
+            ["model=custom", "model._target_=user_models.nets.Linear10", "norm=batch"],
+            "norm=batch does not fit model=custom: it takes no norm; use one of none",
+        ),
         (["model.hidden=[100,0]"], "model.hidden=[100, 0]"),
         (["model.hidden=[100,-5]"], "model.hidden=[100, -5]"),
         (["norm=instance"], "norm=instance does not fit model=mlp"),
@@ -151,3 +185,28 @@ def test_every_trainer_argument_can_be_set_without_a_plus(compose):
     arguments = set(inspect.signature(L.Trainer.__init__).parameters) - owned
     assert arguments <= set(compose().trainer)
     assert compose("trainer.max_steps=2000", "trainer.limit_val_batches=0.5").trainer.max_steps == 2000
+
+
+def test_help_lists_every_group_and_option_as_hydra_does_and_the_composed_config(tmp_path):
+    """`--help` lists the groups from conf/ (trainlab.help) instead of composing each option; the list is
+    the one Hydra's own (slow) listing gives, followed by the config the overrides compose."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), "--help", "model=cnn"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        check=True,
+    )
+    hydra = Hydra.create_main_hydra2("train", create_config_search_path(str(REPO / "conf")))
+    hydras_own = hydra.format_config_groups(lambda group: not group.startswith("hydra"))
+    GlobalHydra.instance().clear()
+    assert "model: alexnet, cifar_cnn, cnn, custom, mlp, simple_cnn\n" in hydras_own
+    assert hydras_own in result.stdout
+    assert result.stdout.startswith("trainlab: train one model")
+    assert "  name: cnn\n" in result.stdout  # the composed config, with the overrides given
+    assert "Hydra's own flags: --hydra-help" in result.stdout

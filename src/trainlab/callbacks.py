@@ -1,18 +1,23 @@
-"""The callbacks every run gets: best and last checkpoints, and a cheap progress bar."""
+"""The callbacks every run gets: best and last checkpoints, a one-line model summary and a cheap
+progress bar."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
 from trainlab.cluster import RequeueOnSignal
 from trainlab.interrupts import CheckpointOnInterrupt
+
+log = logging.getLogger(__name__)
 
 
 def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]:
@@ -30,6 +35,7 @@ def build_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback]
         ),
         *resume_callbacks(run_cfg, checkpoint_dir),
     ]
+    callbacks.append(ModelSize())  # one line about the network (a population has none: many members)
     if cfg.get("timer"):
         callbacks.append(EpochTimer())
     callbacks.extend(curves_callback(run_cfg))
@@ -63,7 +69,7 @@ def resume_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback
         RequeueOnSignal(checkpoint_dir / "last.ckpt"),  # SLURM preemption (trainlab.cluster)
     ]
     if cfg.progress_bar.refresh_rate:
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
+        callbacks.append(ProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))
     return callbacks
 
 
@@ -112,3 +118,41 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(pl_module)
         pl_module.log("time/epoch_s", self.seconds)
+
+
+class ModelSize(Callback):
+    """One line when training starts: the network, its parameters and its forward FLOPs per image. It
+    replaces Lightning's summary table (`trainer.enable_model_summary: false`), whose FLOPs read 0 (it
+    has no example input) and whose train/eval module counts a user cannot act on."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.utilities.model_summary import get_human_readable_count
+        from torch.utils.flop_counter import FlopCounterMode
+
+        if trainer.global_rank != 0:
+            return
+        network, shape = pl_module.model, tuple(pl_module.hparams.image_shape)
+        training = network.training
+        network.eval()  # one image: batch norm must use its running statistics
+        # `.forward`, not the call: a `model.compile=true` network would compile for a batch of one.
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            network.forward(torch.zeros(1, *shape, device=pl_module.device))
+        network.train(training)
+        parameters = sum(p.numel() for p in network.parameters())
+        log.info(
+            "%s: %s parameters, %s FLOPs per image forward, %s images into %d classes",
+            type(network).__name__,
+            get_human_readable_count(parameters),
+            get_human_readable_count(flops.get_total_flops()),
+            "×".join(map(str, shape)),
+            pl_module.hparams.num_classes,
+        )
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without `v_num`, the tail of the MLflow run id, which says nothing about training."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

@@ -46,7 +46,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("data.download", lambda v: isinstance(v, bool), "true or false"),
-    Rule("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    Rule("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     Rule("regularizer.l1", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     Rule("regularizer.l2", lambda v: _is_number(v) and v >= 0, "a number >= 0"),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainlab.errors import ConfigError
 from trainlab.models.layers import ACTIVATIONS
 
 
@@ -35,7 +36,13 @@ def weight_penalty(weights: Sequence[torch.Tensor], l1: float, l2: float) -> tor
 
 def last_hidden_activation(model: nn.Module) -> nn.Module:
     """The activation module feeding the output layer (in `cifar_cnn`, the 512-unit layer's)."""
-    return [layer for layer in model.modules() if isinstance(layer, tuple(ACTIVATIONS.values()))][-1]
+    found = [layer for layer in model.modules() if isinstance(layer, tuple(ACTIVATIONS.values()))]
+    if not found:  # a user's model may apply its activations as functions
+        raise ConfigError(
+            f"regularizer.target=activations: {type(model).__name__} has no activation module "
+            f"({', '.join(cls.__name__ for cls in ACTIVATIONS.values())}) to penalise; use target=weights"
+        )
+    return found[-1]
 
 
 def activation_penalty(activations: torch.Tensor, l1: float, l2: float) -> torch.Tensor:

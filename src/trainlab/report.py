@@ -16,8 +16,9 @@ logs it on the sweep's summary run. `kind=accuracy` is the default.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,12 @@ SUMMARY_TAG = "report.sweep"
 
 @dataclass(frozen=True)
 class Variant:
-    """One compared run: `label` names what it varies (`sigmoid + N(0, 0.01²)`)."""
+    """One compared run: `label` names what it varies (`sigmoid + N(0, 0.01²)`), `values` each varied
+    key's labelled value ({"model.activation": "sigmoid", "init": "N(0, 0.01²)"})."""
 
     label: str
     run: Any  # mlflow.entities.Run
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,11 +78,42 @@ def label_variants(runs: list, labels: DictConfig | dict) -> list[Variant]:
     varied = [key for key in keys if len({each.get(key) for each in overrides}) > 1]
     variants = []
     for run, each in zip(runs, overrides, strict=True):
-        parts = [str(labels.get(each[key], f"{key}={each[key]}")) for key in varied if key in each]
-        variants.append(
-            Variant(" + ".join(parts) or run.data.tags.get("choice.experiment", run.info.run_name), run)
-        )
+        values = {key: str(labels.get(each[key], f"{key}={each[key]}")) for key in varied if key in each}
+        label = " + ".join(values.values()) or run.data.tags.get("choice.experiment", run.info.run_name)
+        variants.append(Variant(label, run, values))
     return variants
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+PANEL_WIDTH = 3.4  # inches
+
+
+def line_styles(variants: list[Variant]) -> list[dict[str, Any]]:
+    """A colour and a line style per variant that tell every curve apart: one colour per value of the
+    key with the most values, one line style per value of the other keys (10 curves of 5 init stds ×
+    with/without BN: 5 colours, solid and dashed)."""
+    from matplotlib import colormaps
+
+    keys = list(dict.fromkeys(key for variant in variants for key in variant.values))
+    distinct = {key: list(dict.fromkeys(v.values.get(key) for v in variants)) for key in keys}
+    colour_key = max(keys, key=lambda key: len(distinct[key]), default=None)
+    others = [tuple(v.values.get(key) for key in keys if key != colour_key) for v in variants]
+    kinds = list(dict.fromkeys(others))
+    colours = [
+        distinct[colour_key].index(v.values.get(colour_key)) if colour_key else i
+        for i, v in enumerate(variants)
+    ]
+    count = max(colours, default=0) + 1
+    palette = colormaps["tab10"] if count <= 10 else colormaps["viridis"].resampled(count)
+    return [
+        {"color": palette(colour), "linestyle": LINE_STYLES[kinds.index(other) % len(LINE_STYLES)]}
+        for colour, other in zip(colours, others, strict=True)
+    ]
+
+
+def fit(text: str, inches: float, fontsize: float) -> str:
+    """`text` broken into lines `inches` wide at `fontsize` points (a character is ≈ 0.6 em wide)."""
+    return textwrap.fill(text, max(int(inches * 72 / (0.6 * fontsize)), 20))
 
 
 def _no_runs(experiment: str) -> UserError:
@@ -127,21 +161,28 @@ def plot_accuracy(sweep: Sweep) -> Any:
     panels = len(sweep.variants) + compare
     columns = min(panels, 4)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(3.4 * columns, 2.7 * rows * len(quantities) + 0.5), layout="constrained")
+    figure = Figure(figsize=(PANEL_WIDTH * columns, 2.7 * rows * len(quantities) + 0.5), layout="constrained")
     grid = figure.subplots(rows * len(quantities), columns, squeeze=False).ravel()
     x_label = "iterations" if sweep.report.x == "step" else "epochs"
+    styles = line_styles(sweep.variants)
     for block, quantity in enumerate(quantities):
         axes = grid[block * rows * columns : (block + 1) * rows * columns]
-        for ax, variant in zip(axes, sweep.variants, strict=False):
+        for ax, variant, style in zip(axes, sweep.variants, styles, strict=False):
             train, test = (name.format(quantity) for name in _curve_metrics(variant))
             ax.plot(*sweep.history(variant, train), label="train")
             ax.plot(*sweep.history(variant, test), "--", label=test.split("/")[-2])
-            ax.set_title(variant.label, fontsize=9)
+            ax.set_title(fit(variant.label, PANEL_WIDTH, 9), fontsize=9)
             if compare:
-                axes[panels - 1].plot(*sweep.history(variant, test), label=variant.label)
+                axes[panels - 1].plot(*sweep.history(variant, test), label=variant.label, **style)
+        spare = axes[panels:]
         if compare:
             axes[panels - 1].set_title(f"test {quantity}, all variants", fontsize=9)
-            axes[panels - 1].legend(fontsize=7)
+            if len(spare):  # the grid's first empty slot holds the legend, clear of the curves
+                spare[0].legend(*axes[panels - 1].get_legend_handles_labels(), fontsize=7, loc="center left")
+                spare[0].axis("off")
+                spare = spare[1:]
+            else:
+                axes[panels - 1].legend(fontsize=7)
         axes[0].legend(fontsize=8)
         for ax in axes[:panels]:
             ax.set_xlabel(x_label)
@@ -149,9 +190,9 @@ def plot_accuracy(sweep: Sweep) -> Any:
             ax.grid(alpha=0.3)
             if quantity == "acc":
                 ax.set_ylim(0, 1.02)
-        for ax in axes[panels:]:
+        for ax in spare:
             ax.set_visible(False)
-    figure.suptitle(sweep.report.title)
+    figure.suptitle(fit(sweep.report.title, figure.get_figwidth(), 12))
     return figure
 
 

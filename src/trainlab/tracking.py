@@ -131,6 +131,21 @@ class CsvTracker(Tracker):
         return CSVLogger(self.cfg.save_dir, name="csv")
 
 
+# The experiment tag by which MLflow's UI tells a model-training experiment from a GenAI one (traces,
+# token usage); trainlab sets it on every experiment it creates or reopens.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+
+
+def runs_table_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI's runs table of an experiment. MLflow 3.17's UI takes its view from its own "GenAI /
+    Model training" switch (`workflowType`, remembered by the browser), not from the tag: a first visit
+    without it opens every experiment on the GenAI overview."""
+    remote = tracking_uri.startswith(("http://", "https://"))
+    base = tracking_uri.rstrip("/") if remote else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 class MlflowTracker(Tracker):
     """One MLflow run per training run: params, tags, config.yaml, metrics, and the best checkpoint.
 
@@ -172,16 +187,21 @@ class MlflowTracker(Tracker):
             return self._get_or_create_experiment()
 
     def _get_or_create_experiment(self) -> str:
+        """The experiment's id; it is created, restored or tagged as a model-training experiment as needed."""
         name = self.cfg.experiment_name
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
+            if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
             return experiment.experiment_id
         location = None
         if self.cfg.tracking_uri.startswith("sqlite:"):
             location = Path(self.cfg.artifact_location).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+        )
 
     def start(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> None:
         from mlflow.entities import Param, RunTag
@@ -196,8 +216,12 @@ class MlflowTracker(Tracker):
                 self.client.delete_tag(self.run_id, "failure_reason")
             log.info("Resuming MLflow run %s", self.run_id)
             return
-        run = self.client.create_run(self._experiment_id(), run_name=self.cfg.run_name or info.name)
+        experiment_id = self._experiment_id()
+        run = self.client.create_run(experiment_id, run_name=self.cfg.run_name or info.name)
         self.run_id = run.info.run_id
+        uri = self.cfg.tracking_uri
+        server = "" if self.client.remote else f" (after `mlflow ui --backend-store-uri {uri}`)"
+        log.info("MLflow run %s: %s%s", self.run_id, runs_table_url(uri, experiment_id), server)
         params = [Param(key, value[:6000]) for key, value in flatten(config).items()]
         tags = [RunTag(key, value) for key, value in info.tags.items()]
         for start in range(0, max(len(params), 1), 100):  # MLflow takes at most 100 params per call

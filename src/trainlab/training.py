@@ -47,6 +47,12 @@ def quiet_lightning() -> None:
     deprecation warning of Lightning's own that a user cannot act on."""
     logging.getLogger("lightning.pytorch").propagate = False
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Metrics are logged once per epoch (trainlab.module), never every `log_every_n_steps`: an epoch
+    # shorter than that interval loses nothing.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning's hint to prepend `srun` wherever SLURM is installed: trainlab's way onto SLURM is
+    # `launcher=slurm`, and a run on a login node is meant to run there.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -28,7 +28,10 @@ DATASETS: dict[str, DataSet] = {
         (1, 28, 28),
     ),
     "fashion_mnist": DataSet(
-        lambda cfg: load_idx_dataset("fashion_mnist", cfg.root, cfg.download), (1, 28, 28)
+        lambda cfg: load_idx_dataset(
+            "fashion_mnist", cfg.root, cfg.download, system_copy=cfg.get("system_copy")
+        ),
+        (1, 28, 28),
     ),
     "cifar10": DataSet(lambda cfg: load_cifar10(cfg.root, cfg.download), (3, 32, 32)),
 }

