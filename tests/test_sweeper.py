@@ -13,13 +13,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs
-from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space, to_distribution
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,40 +50,6 @@ def trial_states_readonly(db: Path) -> list[str]:
 
 def sweep_results(root: Path) -> list:
     return [OmegaConf.load(p) for p in sorted(root.glob("multirun/*/optimization_results.yaml"))]
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        # The stock plugin's own cases; its deprecated classes are these distributions in Optuna ≥ 3.
-        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
-        ("key=choice(true, false)", CategoricalDistribution([True, False])),
-        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
-        ("key=shuffle(range(1,3))", CategoricalDistribution([1, 2])),
-        ("key=range(1,3)", IntDistribution(1, 3)),  # IntUniformDistribution(1, 3)
-        ("key=interval(1, 5)", FloatDistribution(1, 5)),  # UniformDistribution(1, 5)
-        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
-        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),  # LogUniformDistribution
-        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),  # IntLogUniformDistribution
-        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),  # DiscreteUniformDistribution
-        ("optimizer=choice(sgd, momentum, adam)", CategoricalDistribution(["sgd", "momentum", "adam"])),
-    ],
-)
-def test_search_space_grammar_maps_to_the_stock_plugins_distributions(override, expected):
-    actual = to_distribution(OverridesParser.create().parse_overrides([override])[0])
-    if isinstance(expected, CategoricalDistribution):  # shuffle() permutes the choices
-        assert isinstance(actual, CategoricalDistribution)
-        assert sorted(map(str, actual.choices)) == sorted(map(str, expected.choices))
-    else:
-        assert actual == expected
-
-
-def test_fixed_overrides_go_to_every_trial_and_the_command_line_wins():
-    space, fixed = parse_search_space(["key1=choice(1,2)", "key2=5", "key3=range(1,3)", "key2=6"])
-    assert space == {"key1": CategoricalDistribution([1, 2]), "key3": IntDistribution(1, 3)}
-    assert fixed == {"key2": "6"}
-    space, fixed = parse_search_space(["optimizer.lr=interval(0.1, 1)", "optimizer.lr=0.5"])
-    assert (space, fixed) == ({}, {"optimizer.lr": "0.5"})
 
 
 def test_four_trial_sweep_records_the_study_a_parent_run_four_children_and_the_best(
