@@ -100,6 +100,16 @@ def test_launch_jobs_in_batches_of_n_jobs_through_the_basic_launcher(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 8
 
 
+def test_storage_null_keeps_the_study_beside_the_sweep_folder_so_the_next_sweep_resumes_it(tmp_path):
+    """The stock plugin keeps a null storage's study in memory; here the next sweep folder beside it
+    (a new timestamp under the same parent, as Hydra's default names them) finds the study again."""
+    run_app("sphere.py", tmp_path / "first", "hydra.sweeper.n_trials=3")
+    run_app("sphere.py", tmp_path / "second", "hydra.sweeper.n_trials=5")
+    study = optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5
+    assert results(tmp_path / "second").trials == {"COMPLETE": 5}
+
+
 @pytest.mark.parametrize("with_commandline", [True, False])
 def test_optuna_example(with_commandline, tmp_path):
     storage, study_name = f"sqlite:///{tmp_path}/test.db", "test-optuna-example"
@@ -223,3 +233,49 @@ def test_example_with_motpe_runs_multi_objective_tpe(tmp_path):
     )  # fmt: skip
     assert "sampler=motpe: Optuna 4 folded MOTPESampler into TPESampler" in result.stdout + result.stderr
     _pareto_check(results(tmp_path / "sweep"), tmp_path, integer=False)
+
+
+OURS = "hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+STOCK = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+
+
+@pytest.fixture(scope="module")
+def stock_plugin(tmp_path_factory) -> Path:
+    """A folder holding the real hydra-optuna-sweeper (no dependencies), to put on PYTHONPATH."""
+    folder = tmp_path_factory.mktemp("stock")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder)]
+    installed = subprocess.run([*pip, "hydra-optuna-sweeper"], capture_output=True, text=True, timeout=300)
+    if installed.returncode != 0:
+        pytest.skip(f"hydra-optuna-sweeper could not be installed: {installed.stderr.strip()[-300:]}")
+    return folder
+
+
+def sweeper_target(*overrides: str, pythonpath: Path | None = None) -> str:
+    """The `_target_` that `hydra/sweeper=…` selects for the sphere app, as Hydra composes it."""
+    env = cli_env(**({"PYTHONPATH": str(pythonpath)} if pythonpath else {}))
+    cmd = [sys.executable, "sphere.py", "--cfg", "hydra", "--package", "hydra.sweeper", *overrides]
+    result = subprocess.run(cmd, cwd=APPS, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return OmegaConf.create(result.stdout)["_target_"]
+
+
+def test_optuna_names_this_sweeper_where_the_stock_plugin_is_not_installed():
+    assert sweeper_target() == OURS  # the app's config says hydra/sweeper: optuna
+    assert sweeper_target("hydra/sweeper=trainlab_optuna") == OURS
+
+
+def test_with_the_stock_plugin_installed_optuna_is_the_stock_one_and_trainlab_optuna_this_one(
+    stock_plugin, tmp_path
+):
+    assert sweeper_target(pythonpath=stock_plugin) == STOCK
+    assert sweeper_target("hydra/sweeper=trainlab_optuna", pythonpath=stock_plugin) == OURS
+    # This sweeper runs on the stock plugin's sampler entries, which then answer to hydra/sweeper/sampler.
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "sphere.py", "--multirun", f"hydra.sweep.dir={sweep}", "hydra/sweeper=trainlab_optuna",
+        "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3",
+    ]  # fmt: skip
+    env = cli_env(PYTHONPATH=str(stock_plugin))
+    result = subprocess.run(cmd, cwd=APPS, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert results(sweep).trials == {"COMPLETE": 3}
