@@ -272,8 +272,8 @@ def test_with_the_stock_plugin_installed_optuna_is_the_stock_one_and_trainlab_op
     # This sweeper runs on the stock plugin's sampler entries, which then answer to hydra/sweeper/sampler.
     sweep = tmp_path / "sweep"
     cmd = [
-        sys.executable, "sphere.py", "--multirun", f"hydra.sweep.dir={sweep}", "hydra/sweeper=trainlab_optuna",
-        "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3",
+        sys.executable, "sphere.py", "--multirun", f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper=trainlab_optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3",
     ]  # fmt: skip
     env = cli_env(PYTHONPATH=str(stock_plugin))
     result = subprocess.run(cmd, cwd=APPS, env=env, capture_output=True, text=True, timeout=300)

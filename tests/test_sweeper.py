@@ -204,3 +204,36 @@ def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cl
     ]
     starts = [next(paths).stat().st_mtime * 1000 for paths in started]
     assert max(starts) < min(r.info.end_time for r in children)
+
+
+def test_pareto_search_returns_two_objectives_and_logs_the_front_to_the_parent_run(
+    run_cli, mnist_root, tmp_path
+):
+    from mlflow.tracking import MlflowClient
+
+    run_cli(
+        "-m", *TINY, *RANDOM, "hparams_search=elastic_net_pareto", "hydra.sweeper.n_trials=3", SAFE_LR,
+    )  # fmt: skip
+    study = load_study(tmp_path)
+    assert states(study) == ["COMPLETE"] * 3
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    (results,) = sweep_results(tmp_path)
+    front = {s.trial: list(s["values"]) for s in results.solutions}
+    assert front == {t.number: t.values for t in study.best_trials}
+
+    runs = mlflow_runs(tmp_path)
+    (parent,) = (r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    for child in (r for r in runs if r is not parent):  # each run records its sparsity, the 2nd objective
+        trial = next(t for t in study.trials if str(t.number) == child.data.tags["optuna.trial"])
+        assert child.data.metrics["weights/zero_fraction"] == pytest.approx(trial.values[1])
+        assert child.data.metrics["val/acc"] == pytest.approx(trial.values[0])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "figures"} <= artifacts
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "figures")] == [
+        "figures/pareto_front.png"
+    ]
+    table = Path(client.download_artifacts(parent.info.run_id, "pareto_front.csv", str(tmp_path))).read_text()
+    header, *rows = table.splitlines()
+    assert header == "trial,optimizer.lr,regularizer.l1,regularizer.l2,val/acc,weights/zero_fraction"
+    assert sorted(int(row.split(",")[0]) for row in rows) == sorted(front)
