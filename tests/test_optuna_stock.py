@@ -46,6 +46,16 @@ def test_discovery():
     assert OptunaSweeper.__name__ in [plugin.__name__ for plugin in Plugins.instance().discover(Sweeper)]
 
 
+def test_hydras_plugin_scan_imports_no_optuna_torch_or_mlflow():
+    """Hydra imports every plugin module at each start: this one's must stay light."""
+    code = (
+        "import sys; from hydra.core.plugins import Plugins; Plugins.instance(); "
+        "print(sorted(m for m in ('optuna', 'torch', 'mlflow', 'trainlab') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
