@@ -121,7 +121,7 @@ class Classifier(L.LightningModule):
             penalty, steps = self._epoch_total("penalty", 2)
             values["train/penalty"] = penalty / steps if steps else 0.0
         else:
-            values["weights/zero_fraction"] = zero_fraction(self.penalized)
+            values["weights/zero_fraction"] = zero_fraction([w.flatten() for w in self.penalized])
         self.log_dict(values, prog_bar=split != "test")
 
     def on_train_epoch_end(self) -> None:

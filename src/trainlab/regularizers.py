@@ -40,9 +40,10 @@ ZERO_THRESHOLD = 1e-3
 
 
 def zero_fraction(weights: Sequence[torch.Tensor], threshold: float = ZERO_THRESHOLD) -> torch.Tensor:
-    """The share of `weights` that a penalty has driven to (near) zero: #{|w| < threshold} / #w."""
-    small = sum((w.detach().abs() < threshold).sum() for w in weights)
-    return small / sum(w.numel() for w in weights)
+    """The share of `weights` that a penalty has driven to (near) zero, #{|w| < threshold} / #w, over
+    each tensor's last dimension (flattened weights; a population's leading member dimension is kept)."""
+    small = sum((w.detach().abs() < threshold).sum(-1) for w in weights)
+    return small / sum(w.shape[-1] for w in weights)
 
 
 def last_hidden_activation(model: nn.Module) -> nn.Module:
