@@ -128,6 +128,20 @@ def _pareto_table(study: optuna.Study, objectives: list[str], folder: Path) -> P
     return path
 
 
+def _plot_pareto_front(study: optuna.Study, target_names: list[str]) -> Any:
+    """Optuna's Pareto-front plot (two objectives), each front point labelled with its trial number, so
+    the figure reads with pareto_front.csv."""
+    from optuna.visualization import matplotlib as plots
+
+    axes = plots.plot_pareto_front(study, target_names=target_names)
+    if len(study.directions) == 2:
+        for trial in study.best_trials:
+            axes.annotate(
+                f"#{trial.number}", trial.values, textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
+    return axes
+
+
 def _figures(study: optuna.Study, objectives: list[str], folder: Path) -> list[Path]:
     """optimization_history.png and, once two trials completed, param_importances.png; with several
     objectives, pareto_front.png (every completed trial, the front highlighted)."""
@@ -142,7 +156,7 @@ def _figures(study: optuna.Study, objectives: list[str], folder: Path) -> list[P
     written = []
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(study.directions) > 1:
-        figures = {"pareto_front": functools.partial(plots.plot_pareto_front, target_names=objectives)}
+        figures = {"pareto_front": functools.partial(_plot_pareto_front, target_names=objectives)}
     else:
         figures = {"optimization_history": plots.plot_optimization_history}
         if len(complete) >= 2 and any(t.params != complete[0].params for t in complete):
