@@ -134,11 +134,15 @@ def _plot_pareto_front(study: optuna.Study, target_names: list[str]) -> Any:
     from optuna.visualization import matplotlib as plots
 
     axes = plots.plot_pareto_front(study, target_names=target_names)
-    if len(study.directions) == 2:
-        for trial in study.best_trials:
-            axes.annotate(
-                f"#{trial.number}", trial.values, textcoords="offset points", xytext=(4, 4), fontsize=8
-            )
+    if len(study.directions) != 2:
+        return axes
+    points: dict[tuple[float, ...], list[str]] = {}
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        points.setdefault(tuple(trial.values), []).append(f"#{trial.number}")
+    # Staggered, so that neighbouring points' labels do not print over each other.
+    for i, (values, names) in enumerate(sorted(points.items())):
+        offset = (4, 4 + 10 * (i % 3))
+        axes.annotate(", ".join(names), values, textcoords="offset points", xytext=offset, fontsize=8)
     return axes
 
 
