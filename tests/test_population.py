@@ -16,6 +16,7 @@ from conftest import mlflow_runs
 from trainlab.data import build_datamodule
 from trainlab.module import Classifier
 from trainlab.optim import OPTIMIZERS
+from trainlab.population.members import unsupported
 from trainlab.population.module import PopulationClassifier
 from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
 
@@ -433,3 +434,10 @@ def test_trials_a_population_cannot_run_are_launched_alone(run_cli, mnist_root, 
     runs = mlflow_runs(tmp_path)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert all(any(k.startswith("grad_norm/") for k in r.data.metrics) for r in runs)
+
+
+def test_a_multi_objective_trial_runs_alone_not_in_a_population():
+    """A population scores each member on one metric: a list of objectives is trained as single trials."""
+    why = unsupported(OmegaConf.create({"optimized_metric": ["val/acc", "weights/zero_fraction"]}))
+    assert why is not None and why.startswith("optimized_metric is a list")
+    assert unsupported(OmegaConf.create({"optimized_metric": "val/acc"})) is None
