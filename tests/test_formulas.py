@@ -13,7 +13,7 @@ from trainlab.init import initialize
 from trainlab.models.layers import conv_output_size
 from trainlab.norms import make_norm
 from trainlab.optim import build_optimizer
-from trainlab.regularizers import penalized_weights, weight_penalty
+from trainlab.regularizers import penalized_weights, weight_penalty, zero_fraction
 
 
 def init_cfg(name: str, **keys) -> OmegaConf:
@@ -149,3 +149,12 @@ def test_sigmoid_derivative_peaks_at_a_quarter():
     torch.sigmoid(x).sum().backward()
     assert x.grad.max().item() == pytest.approx(0.25)
     assert x[x.grad.argmax()].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_zero_fraction_counts_weights_below_the_threshold_over_all_penalised_weights():
+    weights = [torch.tensor([[0.0, 5e-4], [-2e-3, 1.0]]), torch.tensor([-9e-4, 0.5, 0.1, -1e-3])]
+    flat = [w.flatten() for w in weights]
+    assert zero_fraction(flat).item() == pytest.approx(3 / 8)  # 0, 5e-4, -9e-4; not |w| = 1e-3
+    # A population's (K, n) weights: one share per member.
+    stacked = [torch.stack([w, w.abs() + 1]) for w in flat]
+    assert zero_fraction(stacked).tolist() == pytest.approx([3 / 8, 0.0])

@@ -16,6 +16,7 @@ from conftest import mlflow_runs
 from trainlab.data import build_datamodule
 from trainlab.module import Classifier
 from trainlab.optim import OPTIMIZERS
+from trainlab.population.members import unsupported
 from trainlab.population.module import PopulationClassifier
 from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
 
@@ -450,3 +451,10 @@ def test_a_population_whose_members_all_diverge_ends_with_each_trial_failed(run_
     assert [t.state.name for t in _study(tmp_path).trials] == ["FAIL", "FAIL"]
     runs = [r for r in mlflow_runs(tmp_path) if "optimizer.lr" in r.data.params]
     assert {r.info.status for r in runs} == {"FAILED"}
+
+
+def test_a_multi_objective_trial_runs_alone_not_in_a_population():
+    """A population scores each member on one metric: a list of objectives is trained as single trials."""
+    why = unsupported(OmegaConf.create({"optimized_metric": ["val/acc", "weights/zero_fraction"]}))
+    assert why is not None and why.startswith("optimized_metric is a list")
+    assert unsupported(OmegaConf.create({"optimized_metric": "val/acc"})) is None

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs
-from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space, to_distribution
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,40 +50,6 @@ def trial_states_readonly(db: Path) -> list[str]:
 
 def sweep_results(root: Path) -> list:
     return [OmegaConf.load(p) for p in sorted(root.glob("multirun/*/optimization_results.yaml"))]
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        # The stock plugin's own cases; its deprecated classes are these distributions in Optuna ≥ 3.
-        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
-        ("key=choice(true, false)", CategoricalDistribution([True, False])),
-        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
-        ("key=shuffle(range(1,3))", CategoricalDistribution([1, 2])),
-        ("key=range(1,3)", IntDistribution(1, 3)),  # IntUniformDistribution(1, 3)
-        ("key=interval(1, 5)", FloatDistribution(1, 5)),  # UniformDistribution(1, 5)
-        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
-        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),  # LogUniformDistribution
-        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),  # IntLogUniformDistribution
-        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),  # DiscreteUniformDistribution
-        ("optimizer=choice(sgd, momentum, adam)", CategoricalDistribution(["sgd", "momentum", "adam"])),
-    ],
-)
-def test_search_space_grammar_maps_to_the_stock_plugins_distributions(override, expected):
-    actual = to_distribution(OverridesParser.create().parse_overrides([override])[0])
-    if isinstance(expected, CategoricalDistribution):  # shuffle() permutes the choices
-        assert isinstance(actual, CategoricalDistribution)
-        assert sorted(map(str, actual.choices)) == sorted(map(str, expected.choices))
-    else:
-        assert actual == expected
-
-
-def test_fixed_overrides_go_to_every_trial_and_the_command_line_wins():
-    space, fixed = parse_search_space(["key1=choice(1,2)", "key2=5", "key3=range(1,3)", "key2=6"])
-    assert space == {"key1": CategoricalDistribution([1, 2]), "key3": IntDistribution(1, 3)}
-    assert fixed == {"key2": "6"}
-    space, fixed = parse_search_space(["optimizer.lr=interval(0.1, 1)", "optimizer.lr=0.5"])
-    assert (space, fixed) == ({}, {"optimizer.lr": "0.5"})
 
 
 def test_four_trial_sweep_records_the_study_a_parent_run_four_children_and_the_best(
@@ -241,3 +204,37 @@ def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cl
     ]
     starts = [next(paths).stat().st_mtime * 1000 for paths in started]
     assert max(starts) < min(r.info.end_time for r in children)
+
+
+def test_pareto_search_returns_two_objectives_and_logs_the_front_to_the_parent_run(
+    run_cli, mnist_root, tmp_path
+):
+    from mlflow.tracking import MlflowClient
+
+    run_cli(
+        "-m", *TINY, "hparams_search=elastic_net_pareto", "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.n_trials=3", SAFE_LR,
+    )  # fmt: skip
+    study = load_study(tmp_path)
+    assert states(study) == ["COMPLETE"] * 3
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    (results,) = sweep_results(tmp_path)
+    front = {s.trial: list(s["values"]) for s in results.solutions}
+    assert front == {t.number: t.values for t in study.best_trials}
+
+    runs = mlflow_runs(tmp_path)
+    (parent,) = (r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    for child in (r for r in runs if r is not parent):  # each run records its sparsity, the 2nd objective
+        trial = next(t for t in study.trials if str(t.number) == child.data.tags["optuna.trial"])
+        assert child.data.metrics["weights/zero_fraction"] == pytest.approx(trial.values[1])
+        assert child.data.metrics["val/acc"] == pytest.approx(trial.values[0])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "figures"} <= artifacts
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "figures")] == [
+        "figures/pareto_front.png"
+    ]
+    table = Path(client.download_artifacts(parent.info.run_id, "pareto_front.csv", str(tmp_path))).read_text()
+    header, *rows = table.splitlines()
+    assert header == "trial,optimizer.lr,regularizer.l1,regularizer.l2,val/acc,weights/zero_fraction"
+    assert sorted(int(row.split(",")[0]) for row in rows) == sorted(front)

@@ -2,7 +2,9 @@
 configured optimiser and weight penalty, and logs per-epoch metrics.
 
 Metrics: train/loss (cross-entropy, comparable with val/loss), train/penalty (the regulariser's term;
-the optimiser minimises loss + penalty), train/acc, val/loss, val/acc, test/loss, test/acc.
+the optimiser minimises loss + penalty), train/acc, val/loss, val/acc, test/loss, test/acc, and
+weights/zero_fraction (the share of penalisable weights with |w| < 1e-3: at each validation, and at the
+test, of the tested weights), whatever the regulariser, so sparsity can be an objective.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trainlab.regularizers import (
     last_hidden_activation,
     penalized_weights,
     weight_penalty,
+    zero_fraction,
 )
 
 
@@ -121,6 +124,8 @@ class Classifier(L.LightningModule):
         if split == "train":
             penalty, steps = self._epoch_total("penalty", 2)
             values["train/penalty"] = penalty / steps if steps else 0.0
+        else:
+            values["weights/zero_fraction"] = zero_fraction([w.flatten() for w in self.penalized])
         self.log_dict(values, prog_bar=split != "test")
 
     def on_train_epoch_end(self) -> None:

@@ -34,6 +34,19 @@ def weight_penalty(weights: Sequence[torch.Tensor], l1: float, l2: float) -> tor
     return total
 
 
+# |w| below this counts as zero in `zero_fraction`: ~2 % of He init's σ for a 784-input layer (0.05), so a
+# weight this small changes no logit by more than noise, and plain SGD's L1 steps (lr·λ₁, which jitter
+# around 0 rather than land on it) stay under it.
+ZERO_THRESHOLD = 1e-3
+
+
+def zero_fraction(weights: Sequence[torch.Tensor], threshold: float = ZERO_THRESHOLD) -> torch.Tensor:
+    """The share of `weights` that a penalty has driven to (near) zero, #{|w| < threshold} / #w, over
+    each tensor's last dimension (flattened weights; a population's leading member dimension is kept)."""
+    small = sum((w.detach().abs() < threshold).sum(-1) for w in weights)
+    return small / sum(w.shape[-1] for w in weights)
+
+
 def last_hidden_activation(model: nn.Module) -> nn.Module:
     """The activation module feeding the output layer (in `cifar_cnn`, the 512-unit layer's)."""
     found = [layer for layer in model.modules() if isinstance(layer, tuple(ACTIVATIONS.values()))]

@@ -55,8 +55,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train and test one model; return `cfg.optimized_metric` (best value) for sweepers."""
+def train(cfg: DictConfig) -> float | list[float | None] | None:
+    """Train and test one model; return `cfg.optimized_metric` (best value; one per metric for a list)."""
     validate(cfg)
     quiet_lightning()
 
@@ -118,10 +118,18 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if best and cfg.logger.get("log_checkpoint", False):
             tracker.log_artifact(Path(best), "checkpoints")
-    score = trainer.callback_metrics.get(cfg.optimized_metric)
-    if cfg.optimized_metric == callbacks[0].monitor and callbacks[0].best_model_score is not None:
-        score = callbacks[0].best_model_score
-    return None if score is None else float(torch.as_tensor(score))
+    checkpoint = callbacks[0]
+
+    def score(metric: str) -> float | None:
+        """The best checkpoint's value of the monitored metric; of any other, its latest (after the test)."""
+        value = trainer.callback_metrics.get(metric)
+        if metric == checkpoint.monitor and checkpoint.best_model_score is not None:
+            value = checkpoint.best_model_score
+        return None if value is None else float(torch.as_tensor(value))
+
+    # One metric, or a list of them for a multi-objective sweep: one value each.
+    metric = cfg.optimized_metric
+    return score(metric) if isinstance(metric, str) else [score(m) for m in metric]
 
 
 def _in_sweep() -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightning.pytorch.callbacks import Callback
@@ -41,6 +42,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     with creation_lock(url):
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def storage_url(storage: str | None, sweep_dir: str, cwd: str) -> str:
+    """`hydra.sweeper.storage`, or for null a SQLite file beside the sweep folder (`sweep_dir`, relative to
+    the launch folder `cwd`), which is the same for every run of a command, so the command resumes."""
+    if storage:
+        return storage
+    return f"sqlite:///{(Path(cwd) / sweep_dir).resolve().parent / 'optuna.db'}"
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,11 @@ def _load_study(name: str) -> optuna.Study:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    sweeper = HydraConfig.get().sweeper
+    hydra = HydraConfig.get()
+    sweeper = hydra.sweeper
     pruner = instantiate(sweeper.pruner) if sweeper.get("pruner") else optuna.pruners.NopPruner()
-    return optuna.load_study(study_name=name, storage=open_storage(sweeper.storage), pruner=pruner)
+    url = storage_url(sweeper.storage, hydra.sweep.dir, hydra.runtime.cwd)
+    return optuna.load_study(study_name=name, storage=open_storage(url), pruner=pruner)
 
 
 def trial_handle(study: str, trial_id: int) -> optuna.trial.Trial:
@@ -101,9 +112,10 @@ def trial_handle(study: str, trial_id: int) -> optuna.trial.Trial:
 class TrialCallback(Callback):
     """Reports `metric` to the trial at each validation end (step = epoch) and raises `TrialPruned` when
     the pruner cuts the trial; the sweeper then records it PRUNED. Also limits the job's CPU threads to
-    its share and tags its MLflow run with the parent run, the study and the trial number."""
+    its share and tags its MLflow run with the parent run, the study and the trial number. With several
+    objectives (`metric` None) it reports nothing: Optuna prunes single-objective studies only."""
 
-    def __init__(self, link: TrialLink, metric: str) -> None:
+    def __init__(self, link: TrialLink, metric: str | None) -> None:
 
         self.link = link
         self.metric = metric
@@ -130,7 +142,7 @@ class TrialCallback(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import optuna
 
-        value = trainer.callback_metrics.get(self.metric)
+        value = trainer.callback_metrics.get(self.metric) if self.metric else None
         if trainer.sanity_checking or value is None:
             return
         epoch = trainer.current_epoch
@@ -143,4 +155,7 @@ class TrialCallback(Callback):
 def trial_callbacks(run_cfg: DictConfig) -> list[Callback]:
     """[TrialCallback] inside an Optuna sweep, [] otherwise."""
     link = current_trial()
-    return [] if link is None or link.trial_id is None else [TrialCallback(link, run_cfg.optimized_metric)]
+    if link is None or link.trial_id is None:
+        return []
+    metric = run_cfg.optimized_metric
+    return [TrialCallback(link, metric if isinstance(metric, str) else None)]

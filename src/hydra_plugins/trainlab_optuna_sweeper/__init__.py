@@ -1,1 +1,1 @@
-"""trainlab's Optuna sweeper: `hydra/sweeper=optuna` on current Optuna, with resume, failures and pruning."""
+"""trainlab's Optuna sweeper for any Hydra app: `hydra/sweeper=trainlab_optuna` (or `optuna`, config.py)."""

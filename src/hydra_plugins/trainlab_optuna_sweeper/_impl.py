@@ -1,5 +1,7 @@
 """The sweep loop: ask Optuna for a batch of `n_jobs` trials, launch them as Hydra jobs, tell Optuna how
-each ended (COMPLETE, PRUNED, or FAIL with its reason), until the study holds `n_trials` finished trials.
+each ended (COMPLETE with the task's return value(s), PRUNED, or FAIL with its reason), until the study
+holds `n_trials` finished trials. Any Hydra app: trainlab's keys (`logger`, `optimized_metric`) are read
+only where the app's config has them.
 
 Resuming is the same command again: the study is found by name in the persistent storage, trials left
 RUNNING by a sweeper that died are failed and their parameters queued again, and only the remaining
@@ -8,6 +10,7 @@ trials run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -23,14 +26,16 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
+from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
 from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import Settings
 from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space
-from trainlab.trial import TrialLink, open_storage
+from trainlab.trial import TrialLink, open_storage, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +48,9 @@ INTERRUPTED = "interrupted"
 
 
 def study_name(config: DictConfig, overrides: Sequence[str]) -> str:
-    """`<hparams_search option>-<hash of the search space and the other overrides>`: the same command
-    finds the same study; machine paths (`paths.*`) do not count."""
-    option = config.hydra.runtime.choices.get("hparams_search") or "sweep"
+    """`<hparams_search option, or the app's name>-<hash of the search space and the other overrides>`:
+    the same command finds the same study; machine paths (`paths.*`) do not count."""
+    option = config.hydra.runtime.choices.get("hparams_search") or config.hydra.job.name
     key = "\n".join(sorted(o for o in overrides if not o.startswith("paths.")))
     return f"{option}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
@@ -90,6 +95,11 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# Optuna's own heartbeats (RDBStorage(heartbeat_interval, grace_period), fail_stale_trials and its
+# RetryFailedTrialCallback) cannot serve: its heartbeat thread is private (`_heartbeat.get_heartbeat_thread`)
+# and runs only inside `study.optimize`, which a sweeper that launches jobs does not call, and it judges
+# a trial stale by time alone, so the same command rerun after a crash would wait grace_period before
+# retrying the dead sweeper's trials; a per-sweeper beat plus a local process check retries them at once.
 class Heartbeat:
     """Writes the time into the study as `sweeper:<host>:<pid>` every `interval` s while the sweep runs,
     so that a sweeper resuming the study elsewhere can tell a live sweep's trials from a dead one's."""
@@ -123,26 +133,36 @@ class OptunaSweep:
         self.launcher = launcher
         self.job_idx = 0
         self.exhausted = False
+        self.n_trials = settings.n_trials
+        self.storage = storage_url(settings.storage, config.hydra.sweep.dir, config.hydra.runtime.cwd)
+        # What the task's return value is called in messages: trainlab's optimized_metric, where there is one.
+        metric = config.get("optimized_metric")
+        self.objective = OmegaConf.to_container(metric) if OmegaConf.is_list(metric) else metric
+        self.extend = get_method(settings.custom_search_space) if settings.custom_search_space else None
 
-    def _open_study(self, overrides: list[str]) -> tuple[optuna.Study, bool]:
+    def _open_study(
+        self, overrides: list[str], sampler: optuna.samplers.BaseSampler
+    ) -> tuple[optuna.Study, bool]:
         """The study, and whether this sweeper created it (sweepers started together agree on that)."""
-        url = self.settings.storage
+        url = self.storage
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         study_args = {
             "study_name": self.settings.study_name or study_name(self.config, overrides),
             "storage": open_storage(url),
-            "sampler": self.settings.sampler,
+            "sampler": sampler,
             "pruner": self.settings.pruner,
         }
+        directions = list(self.settings.direction)
         try:
-            study, created = optuna.create_study(**study_args, direction=self.settings.direction), True
+            study, created = optuna.create_study(**study_args, directions=directions), True
         except optuna.exceptions.DuplicatedStudyError:
             study, created = optuna.load_study(**study_args), False
-        if study.direction.name.lower() != self.settings.direction:
+        found = [d.name.lower() for d in study.directions]
+        if found != directions:
             raise ValueError(
-                f"hydra.sweeper.direction={self.settings.direction}: study {study.study_name} was created "
-                f"to {study.direction.name.lower()}; use that or another study_name"
+                f"hydra.sweeper.direction={directions}: study {study.study_name} was created "
+                f"to {found}; use that or another study_name"
             )
         if study.get_trials(deepcopy=False):
             # A seeded sampler would replay the first invocation's draws: resumed, it draws afresh.
@@ -176,15 +196,31 @@ class OptunaSweep:
         link = TrialLink(trial.study.study_name, trial._trial_id, parent.run_id, self._threads())
         env = [f"++hydra.job.env_set.{key}={_quote(value)}" for key, value in link.env().items()]
         params = [f"{key}={value}" for key, value in trial.params.items()]
-        return [*params, *(f"{key}={value}" for key, value in fixed.items()), *env]
+        return [*params, *fixed.values(), *env]
+
+    def _values(self, value: Any) -> list[float] | str:
+        """The job's return value as one finite float per objective, or why it is not."""
+        count = len(self.settings.direction)
+        values = (
+            value if count > 1 and isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        )
+        try:
+            floats = [float(v) for v in values]
+        except (TypeError, ValueError):
+            floats = []
+        if len(floats) != count or not all(map(math.isfinite, floats)):
+            expected = "a number" if count == 1 else f"a sequence of {count} numbers (one per direction)"
+            named = f" for {self.objective}" if self.objective else ""
+            return f"returned {value!r}{named}: expected {expected}, finite"
+        return floats
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> FrozenTrial:
         """Record how the job ended; a NaN, a missing value or an exception is a FAIL with its reason."""
         if result.status == JobStatus.COMPLETED:
-            value = result.return_value
-            if value is not None and math.isfinite(value):
-                return self._finish(study, trial, TrialState.COMPLETE, float(value))
-            reason = f"returned {value} for {self.config.optimized_metric}"
+            values = self._values(result.return_value)
+            if not isinstance(values, str):
+                return self._finish(study, trial, TrialState.COMPLETE, values)
+            reason = values
         else:
             error = result._return_value  # the job's exception (`.return_value` would re-raise it)
             if isinstance(error, optuna.TrialPruned):
@@ -196,10 +232,10 @@ class OptunaSweep:
         return self._finish(study, trial, TrialState.FAIL)
 
     def _finish(
-        self, study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None
+        self, study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None = None
     ) -> FrozenTrial:
         try:
-            return study.tell(trial, value, state=state)
+            return study.tell(trial, values, state=state)
         except RuntimeError as err:  # a grid sampler that has tried every point asks the study to stop
             if "Study.stop" not in str(err):
                 raise
@@ -207,22 +243,41 @@ class OptunaSweep:
             self.exhausted = True
             return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
 
+    def _sampler(self, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
+        """The configured sampler; a grid (`_partial_` GridSampler) gets its points from the search space,
+        and n_trials is cut to their number."""
+        sampler = self.settings.sampler
+        if not isinstance(sampler, functools.partial):
+            return sampler
+        if self.extend is not None:
+            raise ValueError(
+                "hydra.sweeper.custom_search_space: sampler=grid needs the whole space in params"
+            )
+        size = math.prod(len(grid_points(key, dist)) for key, dist in space.items())
+        if size < self.n_trials:
+            log.info("n_trials=%d cut to the %d points of the grid", self.n_trials, size)
+            self.n_trials = size
+        return grid(sampler, space)
+
     def run(self, arguments: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (self.settings.params or {}).items()]
         space, fixed = parse_search_space([*params, *arguments])
-        study, created = self._open_study([*params, *arguments])
+        study, created = self._open_study([*params, *arguments], self._sampler(space))
         description = {
             "study": study.study_name,
-            "direction": self.settings.direction,
-            "objective": self.config.optimized_metric,
+            "direction": list(self.settings.direction),
+            "objective": self.objective or "the task's return value",
             "sampler": type(study.sampler).__name__,
             "pruner": type(study.pruner).__name__,
             "population": self.settings.population,
             "search_space": {key: repr(dist) for key, dist in space.items()},
-            "fixed": fixed,
+            "fixed": list(fixed.values()),
         }
-        parent = ParentRun(self.config.logger, study, description, created)
-        shown = make_url(self.settings.storage).render_as_string(hide_password=True)
+        logger = self.config.get("logger")  # trainlab's logger group: an MLflow parent run
+        parent = ParentRun(
+            logger if OmegaConf.is_dict(logger) and "name" in logger else None, study, description, created
+        )
+        shown = make_url(self.storage).render_as_string(hide_password=True)
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
         self._fail_stale_trials(study, parent)
         launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
@@ -233,15 +288,16 @@ class OptunaSweep:
         with Heartbeat(study, max(1.0, self.settings.grace_period / 4)):
             while True:
                 finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
-                failed = sum(t.state == TrialState.FAIL for t in finished)
-                rate, total = self.settings.max_failure_rate, self.settings.n_trials
-                if failed > rate * total:
+                failed = [t for t in finished if t.state == TrialState.FAIL]
+                rate, total = self.settings.max_failure_rate, self.n_trials
+                if len(failed) > rate * total:
                     failure = (
-                        f"{failed} of {len(finished)} trials failed, more than "
-                        f"max_failure_rate={rate} of n_trials={total}"
+                        f"{len(failed)} of {len(finished)} trials failed, more than "
+                        f"max_failure_rate={rate} of n_trials={total}; the last: "
+                        f"{failed[-1].user_attrs.get('fail_reason')}"
                     )
                     break
-                todo = self.settings.n_trials - len(finished)
+                todo = self.n_trials - len(finished)
                 if todo <= 0 or self.exhausted:
                     break
                 size = min(todo, self.settings.n_jobs * self.settings.population)
@@ -265,6 +321,8 @@ class OptunaSweep:
         trials = [study.ask(space) for _ in range(size)]
         for trial in trials:
             trial.set_user_attr("sweeper", SWEEPER)
+            if self.extend is not None:
+                self.extend(self.config, trial)
         overrides = [self._job_overrides(trial, fixed, parent) for trial in trials]
         results = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         self.job_idx += len(results)
@@ -273,20 +331,26 @@ class OptunaSweep:
             parent.mark_trial(frozen, frozen.user_attrs.get("fail_reason"))
 
     def _write_results(self, study: optuna.Study) -> Path:
-        """optimization_results.yaml in the sweep folder, as the stock plugin writes it; also logged."""
+        """optimization_results.yaml in the sweep folder, as the stock plugin writes it (best_params and
+        best_value; with several objectives, `solutions`: the Pareto-optimal trials); also logged."""
         states = [t.state.name for t in study.get_trials(deepcopy=False)]
         results: dict[str, Any] = {
             "name": "optuna",
             "study_name": study.study_name,
-            "best_params": None,
-            "best_value": None,
             "trials": {state: states.count(state) for state in sorted(set(states))},
         }
-        try:
+        if len(study.directions) > 1:
+            front = sorted(study.best_trials, key=lambda t: t.number)
+            results["solutions"] = [
+                {"params": t.params, "values": t.values, "trial": t.number} for t in front
+            ]
+            log.info("%d Pareto-optimal trials: %s", len(front), [(t.number, t.values) for t in front])
+        elif any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("Best value %s (trial %d) with %s", best.value, best.number, best.params)
-        except ValueError:
+        else:
+            results.update(best_params=None, best_value=None)
             log.warning("No trial of study %s completed", study.study_name)
         path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """The sweep's MLflow parent run: the study's name and search space, its best value and parameters as
-trials finish, and at the end the optimisation history and parameter importances as figures.
+trials finish, and at the end the optimisation history and parameter importances as figures, or with
+several objectives the Pareto front as a figure and a table. Only for an app whose config has a
+trainlab `logger` (an MLflow one); for any other app, nothing.
 
 Trials are its children (the job tags its own run with `mlflow.parentRunId`); the parent's id is kept
 in the study, so a resumed sweep reopens the same parent run. Sweepers started together on a new study
@@ -8,6 +10,8 @@ share one parent: the one whose `create_study` succeeded opens it, the others wa
 
 from __future__ import annotations
 
+import csv
+import functools
 import logging
 import tempfile
 import time
@@ -26,13 +30,17 @@ PARENT_WAIT_S = 60.0
 
 
 class ParentRun:
-    """The parent run of `study` in the tracker `logger_cfg` configures (nothing for logger=csv/none)."""
+    """The parent run of `study` in the tracker `logger_cfg` configures (nothing for logger=csv/none, or
+    an app without `logger`)."""
 
     def __init__(
-        self, logger_cfg: DictConfig, study: optuna.Study, description: dict[str, Any], created: bool
+        self, logger_cfg: DictConfig | None, study: optuna.Study, description: dict[str, Any], created: bool
     ) -> None:
-        self.tracker = make_tracker(logger_cfg)
+        self.tracker = make_tracker(logger_cfg) if logger_cfg is not None else None
         self.study = study
+        objective = description["objective"]
+        names = objective if isinstance(objective, list) else []
+        self.objectives = [str(n) for n in names] or [f"objective {i}" for i in range(len(study.directions))]
         if not isinstance(self.tracker, MlflowTracker):
             return
         from mlflow.exceptions import MlflowException
@@ -49,7 +57,7 @@ class ParentRun:
 
     @property
     def run_id(self) -> str | None:
-        return self.tracker.run_id
+        return getattr(self.tracker, "run_id", None)
 
     def mark_trial(self, trial: optuna.trial.FrozenTrial, reason: str | None = None) -> None:
         """Tag the trial's own run with its final state; a pruned or interrupted run ends KILLED."""
@@ -64,8 +72,8 @@ class ParentRun:
             client.set_terminated(run_id, "KILLED")
 
     def record_best(self, finished: int) -> None:
-        """Log the best value so far (step: finished trials) and tag the best parameters."""
-        if not isinstance(self.tracker, MlflowTracker):
+        """Log the best value so far (step: finished trials) and tag the best parameters (one objective)."""
+        if not isinstance(self.tracker, MlflowTracker) or len(self.study.directions) > 1:
             return
         try:
             best = self.study.best_trial
@@ -76,12 +84,15 @@ class ParentRun:
         self.tracker.set_tags({**tags, "best.trial": str(best.number)})
 
     def finish(self, results: Path, reason: str | None = None) -> None:
-        """Attach the results file and figures; end FINISHED, or FAILED with `reason`."""
+        """Attach the results file and figures (and the Pareto front's table); end FINISHED, or FAILED
+        with `reason`."""
         if not isinstance(self.tracker, MlflowTracker):
             return
         self.tracker.log_artifact(results)
         with tempfile.TemporaryDirectory() as folder:
-            for figure in _figures(self.study, Path(folder)):
+            if len(self.study.directions) > 1:
+                self.tracker.log_artifact(_pareto_table(self.study, self.objectives, Path(folder)))
+            for figure in _figures(self.study, self.objectives, Path(folder)):
                 self.tracker.log_artifact(figure, "figures")
         self.tracker.end("FAILED" if reason else "FINISHED", reason)
 
@@ -102,8 +113,42 @@ def _await_parent_run(study: optuna.Study) -> str | None:
     return run_id
 
 
-def _figures(study: optuna.Study, folder: Path) -> list[Path]:
-    """optimization_history.png and, once two trials completed, param_importances.png."""
+def _pareto_table(study: optuna.Study, objectives: list[str], folder: Path) -> Path:
+    """pareto_front.csv: trial, parameters and objectives of each Pareto-optimal trial, best first."""
+    front = sorted(
+        study.best_trials, key=lambda t: t.values[0], reverse=study.directions[0].name == "MAXIMIZE"
+    )
+    keys = sorted({key for t in front for key in t.params})
+    path = folder / "pareto_front.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["trial", *keys, *objectives])
+        for t in front:
+            writer.writerow([t.number, *(t.params.get(key, "") for key in keys), *t.values])
+    return path
+
+
+def _plot_pareto_front(study: optuna.Study, target_names: list[str]) -> Any:
+    """Optuna's Pareto-front plot (two objectives), each front point labelled with its trial number, so
+    the figure reads with pareto_front.csv."""
+    from optuna.visualization import matplotlib as plots
+
+    axes = plots.plot_pareto_front(study, target_names=target_names)
+    if len(study.directions) != 2:
+        return axes
+    points: dict[tuple[float, ...], list[str]] = {}
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        points.setdefault(tuple(trial.values), []).append(f"#{trial.number}")
+    # Staggered, so that neighbouring points' labels do not print over each other.
+    for i, (values, names) in enumerate(sorted(points.items())):
+        offset = (4, 4 + 10 * (i % 3))
+        axes.annotate(", ".join(names), values, textcoords="offset points", xytext=offset, fontsize=8)
+    return axes
+
+
+def _figures(study: optuna.Study, objectives: list[str], folder: Path) -> list[Path]:
+    """optimization_history.png and, once two trials completed, param_importances.png; with several
+    objectives, pareto_front.png (every completed trial, the front highlighted)."""
     import warnings
 
     import matplotlib
@@ -114,9 +159,12 @@ def _figures(study: optuna.Study, folder: Path) -> list[Path]:
 
     written = []
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    figures = {"optimization_history": plots.plot_optimization_history}
-    if len(complete) >= 2 and any(t.params != complete[0].params for t in complete):
-        figures["param_importances"] = plots.plot_param_importances
+    if len(study.directions) > 1:
+        figures = {"pareto_front": functools.partial(_plot_pareto_front, target_names=objectives)}
+    else:
+        figures = {"optimization_history": plots.plot_optimization_history}
+        if len(complete) >= 2 and any(t.params != complete[0].params for t in complete):
+            figures["param_importances"] = plots.plot_param_importances
     for name, plot in figures.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

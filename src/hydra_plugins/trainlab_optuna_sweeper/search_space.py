@@ -8,7 +8,7 @@
                                  floats; like the stock plugin, b itself can be drawn
     shuffle(range(…))          → CategoricalDistribution of the range's values
 
-Anything else (`key=value`) is a fixed override passed to every trial.
+Anything else (`key=value`, `~key`) is a fixed override passed to every trial.
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ def _interval(sweep: IntervalSweep) -> BaseDistribution:
 
 
 def to_distribution(override: Override) -> BaseDistribution | str:
-    """The distribution a sweep override describes, or the override's fixed value as a string."""
+    """The distribution a sweep override describes, or the fixed override itself as a string."""
     from optuna.distributions import CategoricalDistribution
 
+    if override.is_delete():
+        return override.input_line
     if not override.is_sweep_override():
-        return override.get_value_element_as_str()
+        return f"{override.get_key_element()}={override.get_value_element_as_str()}"
     sweep = override.value()
     if override.is_choice_sweep():
         return CategoricalDistribution(_values(override))
@@ -62,7 +64,7 @@ def to_distribution(override: Override) -> BaseDistribution | str:
 
 
 def parse_search_space(overrides: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
-    """(distributions by key, fixed values by key) from `key=<sweep or value>` strings; a key given
+    """(distributions by key, fixed overrides by key) from `key=<sweep or value>` strings; a key given
     twice keeps its last value, so the command line overrides `hydra.sweeper.params`."""
     from optuna.distributions import BaseDistribution
 

@@ -73,6 +73,10 @@ def shared_part(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def unsupported(config: DictConfig) -> str | None:
     """Why `config` cannot train in a population, or None."""
+    if OmegaConf.is_list(config.get("optimized_metric")):
+        return (
+            "optimized_metric is a list: a population scores its members on one metric; run as single trials"
+        )
     for key, (value, why) in UNSUPPORTED.items():
         if OmegaConf.select(config, key, default=None) == value:
             return f"{key}={value}: {why}"

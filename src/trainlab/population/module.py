@@ -19,7 +19,7 @@ from torch import nn
 from trainlab.module import Classifier
 from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
 from trainlab.population.stacked import StackedNetwork
-from trainlab.regularizers import penalized_weights
+from trainlab.regularizers import penalized_weights, zero_fraction
 
 
 def build_member_networks(
@@ -130,6 +130,9 @@ class PopulationClassifier(L.LightningModule):
             values["train/penalty"] = (
                 penalty[:, 0] / penalty[:, 1] if penalty is not None else torch.zeros_like(count)
             )
+        else:  # as a standalone run logs it (trainlab.module), per member
+            stacked = self.net.stacked()
+            values["weights/zero_fraction"] = zero_fraction([stacked[n].flatten(1) for n in self.penalized])
         return values
 
     def keep(self, members: list[int]) -> None:
