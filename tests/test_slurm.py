@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ CPU_JOB = ["trainer=cpu", "launcher.cpus=1", "launcher.mem=2", *RUN]
 
 
 @pytest.fixture(scope="module")
-def slurm() -> dict[str, str]:
+def slurm() -> Iterator[dict[str, str]]:
     """The cluster, up for this module and stopped after it: the environment its clients need."""
     if os.geteuid() != 0:
         pytest.skip("a real SLURM needs root (slurm-up.sh starts munged, slurmctld, slurmd, slurmdbd)")
@@ -56,31 +56,37 @@ def slurm() -> dict[str, str]:
         subprocess.run(["bash", SCRIPTS / "slurm-down.sh"], env={**env, "PURGE": "1"}, timeout=300)
 
 
-def submit(slurm: dict[str, str], root: Path, *overrides: str) -> subprocess.Popen:
-    """`python src/train.py -m launcher=slurm ...` with the project folder in `root`, as a user runs it."""
-    cmd = [sys.executable, str(TRAIN), "-m", f"paths.root_dir={root}", "launcher=slurm", *overrides]
-    env = cli_env(**slurm)
-    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Sweep:
+    """`python src/train.py -m launcher=slurm ...` as a user runs it, with the project folder in `root`,
+    started at once; its end is waited for when first needed, so that sweeps can overlap."""
+
+    def __init__(self, slurm: dict[str, str], root: Path, *overrides: str) -> None:
+        cmd = [sys.executable, str(TRAIN), "-m", f"paths.root_dir={root}", "launcher=slurm", *overrides]
+        self.root = root
+        self.process = subprocess.Popen(
+            cmd, cwd=root, env=cli_env(**slurm), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._result: subprocess.CompletedProcess | None = None
+
+    def result(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        """The ended Hydra process; one that never returns fails here instead of hanging the suite."""
+        if self._result is None:
+            try:
+                stdout, stderr = self.process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise AssertionError(f"the Hydra process was still waiting after {timeout} s") from None
+            code = self.process.returncode
+            self._result = subprocess.CompletedProcess(self.process.args, code, stdout, stderr)
+        return self._result
 
 
-def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Wait for the Hydra process; a sweep that never returns fails here instead of hanging the suite."""
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise AssertionError(f"the Hydra process was still waiting after {timeout} s") from None
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def wait_for(
-    condition: Callable[[], object], process: subprocess.Popen | None = None, limit: float = 180
-) -> object:
-    """Poll until `condition()` is truthy; fail if the Hydra process ends first or the limit passes."""
+def wait_for(condition: Callable[[], object], sweep: Sweep, limit: float = 180) -> object:
+    """Poll until `condition()` is truthy; fail if the sweep ends first or the limit passes."""
     deadline = time.monotonic() + limit
     while not (value := condition()):
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the Hydra process ended first:\n{process.stderr.read()[-3000:]}")
+        if sweep.process.poll() is not None:
+            raise AssertionError(f"the Hydra process ended first:\n{sweep.result().stderr[-3000:]}")
         assert time.monotonic() < deadline, "condition never met"
         time.sleep(0.1)
     return value
@@ -89,18 +95,6 @@ def wait_for(
 def scheduler(*args: str, env: dict[str, str]) -> str:
     """A SLURM client command's output (scancel, sacct, scontrol)."""
     return subprocess.run(args, env=cli_env(**env), capture_output=True, text=True, check=True).stdout
-
-
-def final_states(job: str, slurm: dict[str, str]) -> dict[str, str]:
-    """sacct's state of a job and each of its array tasks, once none is running: a job's result reaches
-    the Hydra process as soon as its Python code ends, moments before SLURM records the job's end."""
-
-    def states() -> dict[str, str] | None:
-        rows = scheduler("sacct", "-X", "-n", "-P", "-j", job, "-o", "JobID,State", env=slurm).split()
-        found = dict(row.split("|", 1) for row in rows)
-        return found if found and not {"PENDING", "RUNNING", "COMPLETING"} & set(found.values()) else None
-
-    return wait_for(states)
 
 
 def submitit_folders(root: Path) -> list[Path]:
@@ -128,16 +122,54 @@ def final_metrics(run) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(slurm, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """Issue 15's command on a CPU-only cluster: a grid of two learning rates. Also the uninterrupted
-    runs that the preempted job is compared with."""
+def grid_sweep(slurm, tmp_path_factory) -> Iterator[Sweep]:
+    """Issue 15's command on a CPU-only cluster: a grid of two learning rates. Also the uninterrupted runs
+    that the preempted job is compared with (both run at once)."""
     root = tmp_path_factory.mktemp("grid")
     write_mnist(root / "data", n_train=556, n_test=50)
-    return root, finish(submit(slurm, root, *CPU_JOB, "optimizer.lr=0.01,0.1"))
+    sweep = Sweep(slurm, root, *CPU_JOB, "optimizer.lr=0.01,0.1")
+    yield sweep
+    sweep.process.kill()  # ended already, unless a test failed first
 
 
-def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(grid_sweep, slurm):
-    root, result = grid_sweep
+def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_as_uninterrupted(
+    grid_sweep, slurm, tmp_path
+):
+    """USR1 (Lightning's and SLURM's convention: trainlab requeues with scontrol), then USR2 (submitit's:
+    submitit requeues), each while the job trains: both save, requeue under the same id and resume."""
+    write_mnist(tmp_path / "data", n_train=556, n_test=50)
+    hydra = Sweep(slurm, tmp_path, *CPU_JOB, "optimizer.lr=0.01")
+    last = lambda: next(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt"), None)  # noqa: E731
+    stopped_at: list[int] = []
+    for signal in ("USR1", "USR2"):
+        # Training is under way (in the resumed job: past where it stopped) before the signal is sent.
+        wait_for(lambda: last() and (saved_step(last()) or 0) > max(stopped_at, default=0), hydra)
+        job = wait_for(lambda: submitit_folders(tmp_path), hydra)[0].name
+        scheduler("scancel", f"--signal={signal}", job, env=slurm)
+        saved = re.compile(rf"SIG{signal}: saved \S+ at step (\d+)")
+        stopped_at.append(int(wait_for(lambda saved=saved: saved.findall(job_log(tmp_path)), hydra)[0]))
+        wait_for(lambda: job_log(tmp_path).count("SLURM restarted this job") == len(stopped_at), hydra)
+    result = hydra.result()
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0 < stopped_at[0] < stopped_at[1] < STEPS  # each time mid-run
+    assert "Restarts=2" in scheduler("scontrol", "show", "job", job, env=slurm)
+    assert [f.name for f in submitit_folders(tmp_path)] == [job]  # one job id throughout
+    (run,) = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert "failure_reason" not in run.data.tags
+    assert grid_sweep.result().returncode == 0
+    uninterrupted = next(r for r in mlflow_runs(grid_sweep.root) if r.data.params["optimizer.lr"] == "0.01")
+    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted), abs=1e-6)
+    expected = torch.load(next(grid_sweep.root.glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
+    resumed = torch.load(last(), weights_only=True)
+    assert resumed["global_step"] == expected["global_step"]
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(grid_sweep):
+    root, result = grid_sweep.root, grid_sweep.result()
     assert result.returncode == 0, result.stderr[-3000:]
     folders = submitit_folders(root)
     array = folders[0].name.split("_")[0]
@@ -146,7 +178,6 @@ def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(g
     assert "#SBATCH --array=0-1%2" in script  # both at once (launcher.array_parallelism caps it)
     assert "--gpus-per-node" not in script  # a CPU-only cluster refuses any GPU request
     assert "#SBATCH --ntasks-per-node=1" in script
-    assert final_states(array, slurm) == {f"{array}_0": "COMPLETED", f"{array}_1": "COMPLETED"}
 
     from mlflow.tracking import MlflowClient
 
@@ -162,62 +193,27 @@ def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(g
         assert job.return_value == pytest.approx(best)
 
 
-def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_as_uninterrupted(
-    grid_sweep, slurm, tmp_path
-):
-    """USR1 (Lightning's and SLURM's convention: trainlab requeues with scontrol), then USR2 (submitit's:
-    submitit requeues), each while the job trains: both save, requeue under the same id and resume."""
-    write_mnist(tmp_path / "data", n_train=556, n_test=50)
-    hydra = submit(slurm, tmp_path, *CPU_JOB, "optimizer.lr=0.01")
-    last = lambda: next(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt"), None)  # noqa: E731
-    stopped_at: list[int] = []
-    for signal in ("USR1", "USR2"):
-        # Training is under way (in the resumed job: past where it stopped) before the signal is sent.
-        wait_for(lambda: last() and (saved_step(last()) or 0) > max(stopped_at, default=0), hydra)
-        job = wait_for(lambda: submitit_folders(tmp_path), hydra)[0].name
-        scheduler("scancel", f"--signal={signal}", job, env=slurm)
-        saved = re.compile(rf"SIG{signal}: saved \S+ at step (\d+)")
-        stopped_at.append(int(wait_for(lambda saved=saved: saved.findall(job_log(tmp_path)), hydra)[0]))
-        wait_for(lambda: job_log(tmp_path).count("SLURM restarted this job") == len(stopped_at), hydra)
-    result = finish(hydra)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 0 < stopped_at[0] < stopped_at[1] < STEPS  # each time mid-run
-    assert "Restarts=2" in scheduler("scontrol", "show", "job", job, env=slurm)
-    assert [f.name for f in submitit_folders(tmp_path)] == [job]  # one job id throughout
-    (run,) = mlflow_runs(tmp_path)
-    assert run.info.status == "FINISHED"
-    assert "failure_reason" not in run.data.tags
-    uninterrupted = next(r for r in mlflow_runs(grid_sweep[0]) if r.data.params["optimizer.lr"] == "0.01")
-    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted), abs=1e-6)
-    expected = torch.load(next(grid_sweep[0].glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
-    resumed = torch.load(last(), weights_only=True)
-    assert resumed["global_step"] == expected["global_step"]
-    for key, value in expected["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][key], value), key
-
-
 def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_trial_with_slurms_reason(
     slurm, tmp_path
 ):
-    """Three trials, one array job, one study. Trial 0 is cancelled (scancel) while it trains: it fails
-    with SLURM's reason and the sweep finishes the other two instead of dying with the lost job."""
+    """Two trials at once, one array job, one study. Trial 0 is cancelled (scancel) while it trains: it
+    fails with SLURM's reason and the sweep records trial 1's result instead of dying with the lost job."""
     import optuna
 
     write_mnist(tmp_path / "data", n_train=556, n_test=50)
-    search = ["hparams_search=lr", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3"]
-    hydra = submit(slurm, tmp_path, "trainer=cpu", "launcher.cpus=2", *RUN, *search)
+    search = ["hparams_search=lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    hydra = Sweep(slurm, tmp_path, "trainer=cpu", "launcher.cpus=2", *RUN, *search)
     wait_for(lambda: any(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt")), hydra)
     first = submitit_folders(tmp_path)[0].name
     scheduler("scancel", first, env=slurm)
-    result = finish(hydra)
+    result = hydra.result()
 
     assert result.returncode == 0, result.stderr[-3000:]
     array = first.split("_")[0]
-    assert [f.name for f in submitit_folders(tmp_path)] == [f"{array}_{task}" for task in range(3)]
+    assert [f.name for f in submitit_folders(tmp_path)] == [f"{array}_0", f"{array}_1"]
     (study,) = optuna.get_all_study_names(f"sqlite:///{tmp_path}/multirun/optuna.db")
     trials = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/multirun/optuna.db").trials
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     reason = f"JobLost: SLURM job {first} ended without a result (state: CANCELLED"
     assert trials[0].user_attrs["fail_reason"].startswith(reason)
 
@@ -235,7 +231,7 @@ def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_tr
         assert trial.value == pytest.approx(max(m.value for m in history))
     # Torch threads per trial: the cores SLURM gives each job, not this host's share of its own cores.
     jobs = [OmegaConf.load(path).hydra.job for path in tmp_path.glob("multirun/*/[0-9]/.hydra/hydra.yaml")]
-    assert [job.env_set.TRAINLAB_NUM_THREADS for job in jobs] == ["2", "2", "2"]
+    assert [job.env_set.TRAINLAB_NUM_THREADS for job in jobs] == ["2", "2"]
 
 
 # 200 training and 40 validation images: whole batches of 32 in one process, of 16 per rank in two.
@@ -249,11 +245,11 @@ def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_
         "two_nodes": ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2", "data.batch_size=16"],
     }
     sweeps = {}
-    for name, overrides in layouts.items():
+    for name, overrides in layouts.items():  # all three at once
         write_mnist(tmp_path / name / "data")
-        sweeps[name] = submit(slurm, tmp_path / name, *SMALL, *overrides)
-    for name, hydra in sweeps.items():
-        result = finish(hydra)
+        sweeps[name] = Sweep(slurm, tmp_path / name, *SMALL, *overrides)
+    for name, sweep in sweeps.items():
+        result = sweep.result()
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
 
     expected = final_metrics(mlflow_runs(tmp_path / "single")[0])
@@ -267,7 +263,7 @@ def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_
 
 
 def test_gpu_requests_become_sbatch_lines_that_slurm_schedules_on_its_gpu_nodes(slurm, mnist_root, tmp_path):
-    hydra = submit(slurm, tmp_path, "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=1")
+    hydra = Sweep(slurm, tmp_path, "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=1")
     (job,) = wait_for(lambda: submitit_folders(tmp_path), hydra)  # started: SLURM has placed it
 
     script = next(tmp_path.glob("multirun/*/.submitit/*/*_submission.sh")).read_text()
@@ -277,6 +273,6 @@ def test_gpu_requests_become_sbatch_lines_that_slurm_schedules_on_its_gpu_nodes(
     assert "gres/gpu=2" in allocated and "NumTasks=2" in allocated
     # Behind the fake GPUs there is no CUDA to train on: stop the job once it has its GPUs.
     scheduler("scancel", job.name, env=slurm)
-    result = finish(hydra)
+    result = hydra.result()
     assert result.returncode == 1
     assert f"SLURM job {job.name} ended without a result (state: CANCELLED" in result.stderr
