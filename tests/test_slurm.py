@@ -26,12 +26,17 @@ from conftest import REPO, TRAIN, cli_env, mlflow_runs, write_mnist
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one xdist worker
 
 SCRIPTS = REPO / "tests" / "slurm"
-# 556 images in batches of 10: 50 steps an epoch, last.ckpt every 7 steps, long enough to signal mid-run.
-RUN = ["trainer.max_epochs=3", "data.batch_size=10", "callbacks.checkpoint.every_n_train_steps=7", "seed=3"]
+# 500 training images in batches of 10 (50 steps an epoch; in DDP, 5 per rank), 60 for validation; last.ckpt
+# every 7 steps: long enough to signal mid-run.
+DATA = {"n_train": 560, "n_test": 50}
+RUN = ["trainer.max_epochs=3", "data.val_size=60", "callbacks.checkpoint.every_n_train_steps=7", "seed=3"]
 RUN += ["callbacks.progress_bar.refresh_rate=0"]
 STEPS = 3 * 50
 # What a user with a CPU-only cluster types (issue 15).
-CPU_JOB = ["trainer=cpu", "launcher.cpus=1", "launcher.mem=2", *RUN]
+CPU_JOB = ["trainer=cpu", "launcher.cpus=1", "launcher.mem=2", *RUN, "data.batch_size=10"]
+# The same run as DDP over two SLURM tasks (global batch 10): on one node, and one task on each of two nodes.
+DDP = ["trainer=ddp_cpu", *RUN, "data.batch_size=5", "optimizer.lr=0.01"]
+DDP_JOBS = {"one_node": DDP, "two_nodes": [*DDP, "trainer.devices=1", "trainer.num_nodes=2"]}
 
 
 @pytest.fixture(scope="module")
@@ -122,22 +127,32 @@ def final_metrics(run) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(slurm, tmp_path_factory) -> Iterator[Sweep]:
-    """Issue 15's command on a CPU-only cluster: a grid of two learning rates. Also the uninterrupted runs
-    that the preempted job is compared with (both run at once)."""
-    root = tmp_path_factory.mktemp("grid")
-    write_mnist(root / "data", n_train=556, n_test=50)
-    sweep = Sweep(slurm, root, *CPU_JOB, "optimizer.lr=0.01,0.1")
-    yield sweep
-    sweep.process.kill()  # ended already, unless a test failed first
+def sweeps(slurm, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
+    """Sweeps that need nothing from each other, started together so that their waits overlap: issue 15's
+    grid of two learning rates ("grid": also the uninterrupted runs that the preempted and the DDP jobs
+    are compared with) and the DDP jobs."""
+    started = {}
+    for name, overrides in {"grid": [*CPU_JOB, "optimizer.lr=0.01,0.1"], **DDP_JOBS}.items():
+        root = tmp_path_factory.mktemp(name)
+        write_mnist(root / "data", **DATA)
+        started[name] = Sweep(slurm, root, *overrides)
+    yield started
+    for sweep in started.values():
+        sweep.process.kill()  # ended already, unless a test failed first
+
+
+def uninterrupted(sweeps: dict[str, Sweep]):
+    """The grid's MLflow run with the settings of the preempted and the DDP jobs (lr 0.01)."""
+    assert sweeps["grid"].result().returncode == 0
+    return next(r for r in mlflow_runs(sweeps["grid"].root) if r.data.params["optimizer.lr"] == "0.01")
 
 
 def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_as_uninterrupted(
-    grid_sweep, slurm, tmp_path
+    sweeps, slurm, tmp_path
 ):
     """USR1 (Lightning's and SLURM's convention: trainlab requeues with scontrol), then USR2 (submitit's:
     submitit requeues), each while the job trains: both save, requeue under the same id and resume."""
-    write_mnist(tmp_path / "data", n_train=556, n_test=50)
+    write_mnist(tmp_path / "data", **DATA)
     hydra = Sweep(slurm, tmp_path, *CPU_JOB, "optimizer.lr=0.01")
     last = lambda: next(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt"), None)  # noqa: E731
     stopped_at: list[int] = []
@@ -158,18 +173,17 @@ def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_a
     (run,) = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert "failure_reason" not in run.data.tags
-    assert grid_sweep.result().returncode == 0
-    uninterrupted = next(r for r in mlflow_runs(grid_sweep.root) if r.data.params["optimizer.lr"] == "0.01")
-    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted), abs=1e-6)
-    expected = torch.load(next(grid_sweep.root.glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
+    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted(sweeps)), abs=1e-6)
+    grid = sweeps["grid"].root
+    expected = torch.load(next(grid.glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
     resumed = torch.load(last(), weights_only=True)
     assert resumed["global_step"] == expected["global_step"]
     for key, value in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
 
 
-def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(grid_sweep):
-    root, result = grid_sweep.root, grid_sweep.result()
+def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(sweeps):
+    root, result = sweeps["grid"].root, sweeps["grid"].result()
     assert result.returncode == 0, result.stderr[-3000:]
     folders = submitit_folders(root)
     array = folders[0].name.split("_")[0]
@@ -200,9 +214,9 @@ def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_tr
     fails with SLURM's reason and the sweep records trial 1's result instead of dying with the lost job."""
     import optuna
 
-    write_mnist(tmp_path / "data", n_train=556, n_test=50)
+    write_mnist(tmp_path / "data", **DATA)
     search = ["hparams_search=lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
-    hydra = Sweep(slurm, tmp_path, "trainer=cpu", "launcher.cpus=2", *RUN, *search)
+    hydra = Sweep(slurm, tmp_path, "trainer=cpu", "launcher.cpus=2", *RUN, "data.batch_size=10", *search)
     wait_for(lambda: any(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt")), hydra)
     first = submitit_folders(tmp_path)[0].name
     scheduler("scancel", first, env=slurm)
@@ -234,30 +248,15 @@ def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_tr
     assert [job.env_set.TRAINLAB_NUM_THREADS for job in jobs] == ["2", "2"]
 
 
-# 200 training and 40 validation images: whole batches of 32 in one process, of 16 per rank in two.
-SMALL = ["data.val_size=40", "trainer.max_epochs=2", "seed=3", "callbacks.progress_bar.refresh_rate=0"]
-
-
-def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_one_process(slurm, tmp_path):
-    layouts = {
-        "single": ["trainer=cpu", "data.batch_size=32"],
-        "one_node": ["trainer=ddp_cpu", "data.batch_size=16"],
-        "two_nodes": ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2", "data.batch_size=16"],
-    }
-    sweeps = {}
-    for name, overrides in layouts.items():  # all three at once
-        write_mnist(tmp_path / name / "data")
-        sweeps[name] = Sweep(slurm, tmp_path / name, *SMALL, *overrides)
-    for name, sweep in sweeps.items():
-        result = sweep.result()
-        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
-
-    expected = final_metrics(mlflow_runs(tmp_path / "single")[0])
+def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_one_process(sweeps, slurm):
+    expected = final_metrics(uninterrupted(sweeps))
     for name, nodes in (("one_node", 1), ("two_nodes", 2)):
-        (run,) = mlflow_runs(tmp_path / name)
+        result = sweeps[name].result()
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+        (run,) = mlflow_runs(sweeps[name].root)
         assert run.info.status == "FINISHED"
         assert final_metrics(run) == pytest.approx(expected, abs=1e-4), name
-        (job,) = submitit_folders(tmp_path / name)  # its one srun step: 2 tasks (DDP ranks) on 1 or 2 nodes
+        (job,) = submitit_folders(sweeps[name].root)  # one srun step: 2 tasks (DDP ranks) on 1 or 2 nodes
         step = scheduler("sacct", "-n", "-P", "-j", f"{job.name}.0", "-o", "NTasks,NNodes", env=slurm)
         assert step.split() == [f"2|{nodes}"], name
 

@@ -5,6 +5,7 @@ it before Hydra composes the config."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -19,14 +20,14 @@ ACCELERATORS = (*GPU_ACCELERATORS, "cpu")
 
 
 def slurm_gpus(accelerator: str, devices: Any) -> Any:
-    """GPUs per node: `trainer.devices` on a GPU accelerator, none on a CPU."""
+    """GPUs per node: `trainer.devices` on a GPU accelerator, 0 on a CPU (RULES check both)."""
     return devices if accelerator in GPU_ACCELERATORS else 0
 
 
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
-def _at_least(minimum: int) -> Any:
+def _at_least(minimum: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
 
 
