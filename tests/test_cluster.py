@@ -117,10 +117,19 @@ def test_ddp_inside_a_local_sweep_is_refused_and_points_to_the_slurm_launcher(ru
     assert mlflow_runs(tmp_path) == []
 
 
+class FinishedJob:
+    """What submitit hands back for a job that has run: its Hydra JobReturn."""
+
+    def results(self) -> list:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        return [JobReturn(status=JobStatus.COMPLETED)]
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """An `srun` on PATH (submitit checks for one) and a submitit whose map_array records the executor
-    instead of calling sbatch."""
+    instead of calling sbatch, and returns jobs that have finished."""
     import submitit
 
     bin_dir = tmp_path / "bin"
@@ -134,7 +143,7 @@ def fake_slurm(tmp_path, monkeypatch):
         submitted.update(
             executor=self._executor, overrides=args[0], launcher=fn, jobs=list(zip(*args, strict=True))
         )
-        return []
+        return [FinishedJob() for _ in args[0]]
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
     return submitted
