@@ -11,6 +11,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import trainlab.launcher  # noqa: F401  (registers ${slurm_gpus:…} for conf/launcher/slurm.yaml)
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
 

@@ -117,10 +117,19 @@ def test_ddp_inside_a_local_sweep_is_refused_and_points_to_the_slurm_launcher(ru
     assert mlflow_runs(tmp_path) == []
 
 
+class FinishedJob:
+    """What submitit hands back for a job that has run: its Hydra JobReturn."""
+
+    def results(self) -> list:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        return [JobReturn(status=JobStatus.COMPLETED)]
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """An `srun` on PATH (submitit checks for one) and a submitit whose map_array records the executor
-    instead of calling sbatch."""
+    instead of calling sbatch, and returns jobs that have finished."""
     import submitit
 
     bin_dir = tmp_path / "bin"
@@ -134,7 +143,7 @@ def fake_slurm(tmp_path, monkeypatch):
         submitted.update(
             executor=self._executor, overrides=args[0], launcher=fn, jobs=list(zip(*args, strict=True))
         )
-        return []
+        return [FinishedJob() for _ in args[0]]
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
     return submitted
@@ -174,6 +183,40 @@ def test_slurm_launcher_submits_one_task_per_gpu_on_each_node(fake_slurm, tmp_pa
     script = fake_slurm["executor"]._make_submission_file_text("python job.py", "0")
     assert "#SBATCH --signal=USR2@120" in script
     assert hasattr(fake_slurm["launcher"], "checkpoint")  # what submitit calls to requeue on USR2
+
+
+@pytest.mark.parametrize(
+    ("trainer", "gpus", "tasks"),
+    [("trainer=cpu", None, 1), ("trainer=ddp_cpu", None, 2), ("trainer=gpu", 1, 1), ("trainer=auto", 1, 1)],
+)
+def test_slurm_jobs_ask_for_gpus_only_on_a_gpu_trainer_and_for_one_task_per_device(
+    fake_slurm, tmp_path, monkeypatch, trainer, gpus, tasks
+):
+    """What a user types for a CPU job (trainer=cpu) asks for no GPU: a GPU-less cluster refuses that."""
+    submit(tmp_path, monkeypatch, trainer)
+    params = fake_slurm["executor"].parameters
+    assert params.get("gpus_per_node") == gpus
+    assert params["ntasks_per_node"] == tasks
+    script = fake_slurm["executor"]._make_submission_file_text("python job.py", "0")
+    assert ("--gpus-per-node" in script) == bool(gpus)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer=ddp", "trainer.devices='auto': must be an integer >= 1 on SLURM"),
+        ("trainer.accelerator=mps", "trainer.accelerator='mps': must be one of gpu, cuda, auto, cpu"),
+        ("launcher.cpus=0", "launcher.cpus=0: must be an integer >= 1"),
+    ],
+)
+def test_a_slurm_setting_sbatch_cannot_take_is_one_line_and_exit_2_before_anything_is_submitted(
+    run_cli, tmp_path, override, message
+):
+    result = run_cli("launcher=slurm", override, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("multirun/*/.submitit"))
 
 
 def test_slurm_sweep_submits_its_trials_as_one_array_job(fake_slurm, tmp_path, monkeypatch):

@@ -136,11 +136,9 @@ def check_arguments(group: str, cfg: DictConfig, target: Callable, reserved: tup
             raise fail(f"{group}.{key}", value, f"unset: {cfg.name} takes only {', '.join(sorted(accepted))}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` for the first key whose value is not allowed."""
-    if "variants" in cfg:  # an experiment's table of variants (conf/experiment/): its keys read from it
-        check_choice("variant", cfg.get("variant"), tuple(cfg.variants))
-    for rule in RULES:
+def check_rules(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
+    """Raise `ConfigError` for the first rule whose key holds a value it does not allow."""
+    for rule in rules:
         value = _select(cfg, rule.key)
         if value is _MISSING or value is None:
             if rule.optional:
@@ -148,6 +146,13 @@ def validate(cfg: DictConfig) -> None:
             raise fail(rule.key, None, rule.allowed)
         if not rule.check(value):
             raise fail(rule.key, value, rule.allowed)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first key whose value is not allowed."""
+    if "variants" in cfg:  # an experiment's table of variants (conf/experiment/): its keys read from it
+        check_choice("variant", cfg.get("variant"), tuple(cfg.variants))
+    check_rules(cfg, RULES)
 
     # Checks against the code that builds each group (imported here: they pull in torch).
     from trainlab.data import check_data

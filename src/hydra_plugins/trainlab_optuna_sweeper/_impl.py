@@ -189,8 +189,11 @@ class OptunaSweep:
             )
 
     def _threads(self) -> int:
+        """threads_per_job, else the cores the launcher gives each job (SLURM: launcher.cpus), else this
+        machine's cores shared by the n_jobs trials that run on it at once."""
+        given = self.config.hydra.launcher.get("cpus_per_task")
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return self.settings.threads_per_job or max(1, cores // self.settings.n_jobs)
+        return self.settings.threads_per_job or given or max(1, cores // self.settings.n_jobs)
 
     def _job_overrides(self, trial: optuna.Trial, fixed: dict[str, str], parent: ParentRun) -> list[str]:
         link = TrialLink(trial.study.study_name, trial._trial_id, parent.run_id, self._threads())

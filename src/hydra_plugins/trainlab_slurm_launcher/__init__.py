@@ -1,0 +1,1 @@
+"""trainlab's SLURM launcher: `launcher=slurm` (conf/launcher/slurm.yaml), on Hydra's submitit launcher."""
