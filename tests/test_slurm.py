@@ -132,7 +132,11 @@ def sweeps(slurm, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
     grid of two learning rates ("grid": also the uninterrupted runs that the preempted and the DDP jobs
     are compared with) and the DDP jobs."""
     started = {}
-    for name, overrides in {"grid": [*CPU_JOB, "optimizer.lr=0.01,0.1"], **DDP_JOBS}.items():
+    grids = {
+        "grid": [*CPU_JOB, "optimizer.lr=0.01,0.1"],
+        "population": [*CPU_JOB, "optimizer.lr=0.01,0.1", "hydra.sweeper.population=2"],
+    }
+    for name, overrides in {**grids, **DDP_JOBS}.items():
         root = tmp_path_factory.mktemp(name)
         write_mnist(root / "data", **DATA)
         started[name] = Sweep(slurm, root, *overrides)
@@ -205,6 +209,22 @@ def test_a_grid_sweep_is_one_array_job_whose_trials_all_finish_and_report_back(s
         run = runs[str(job.cfg.optimizer.lr)]
         best = max(m.value for m in client.get_metric_history(run.info.run_id, "val/acc"))
         assert job.return_value == pytest.approx(best)
+
+
+def test_a_population_of_two_trials_is_one_slurm_job_that_ends_as_two_runs(sweeps):
+    root, result = sweeps["population"].root, sweeps["population"].result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    [folder] = submitit_folders(root)  # one job trained both trials
+    outcome, job = pickle.loads(next(folder.glob("*_result.pkl")).read_bytes())
+    assert outcome == "success" and [member["state"] for member in job.return_value] == ["COMPLETE"] * 2
+    runs = mlflow_runs(root)
+    assert sorted(run.data.params["optimizer.lr"] for run in runs) == ["0.01", "0.1"]
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    # The same numbers as the two single-trial jobs of the grid sweep (same seed, batches, weights).
+    grid = {run.data.params["optimizer.lr"]: run for run in mlflow_runs(sweeps["grid"].root)}
+    for run in runs:
+        expected = grid[run.data.params["optimizer.lr"]].data.metrics["val/loss"]
+        assert run.data.metrics["val/loss"] == pytest.approx(expected, rel=1e-3)
 
 
 def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_trial_with_slurms_reason(
