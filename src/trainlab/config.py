@@ -148,8 +148,10 @@ def check_rules(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
             raise fail(rule.key, value, rule.allowed)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` for the first key whose value is not allowed."""
+def validate(cfg: DictConfig, build: bool = True) -> None:
+    """Raise `ConfigError` for the first key whose value is not allowed. `build=False` leaves out the
+    preflight: a population builds its network once, for its first member (the others differ only in
+    numbers that the rules check)."""
     if "variants" in cfg:  # an experiment's table of variants (conf/experiment/): its keys read from it
         check_choice("variant", cfg.get("variant"), tuple(cfg.variants))
     check_rules(cfg, RULES)
@@ -169,4 +171,5 @@ def validate(cfg: DictConfig) -> None:
     check_optimizer(cfg.optimizer)
     check_logger(cfg.logger)
     check_diagnostics(cfg.diagnostics)
-    preflight(cfg)  # last: it builds what the checks above let through
+    if build:
+        preflight(cfg)  # last: it builds what the checks above let through

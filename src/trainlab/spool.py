@@ -13,6 +13,7 @@ is retried with back-off instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -55,14 +56,21 @@ def _is_locked(err: Exception) -> bool:
     return "database is locked" in str(err) or "database table is locked" in str(err)
 
 
+@functools.cache
+def _mlflow_client(tracking_uri: str) -> Any:
+    """One MlflowClient per store and process: opening one costs ~0.2 s (the store's engine and schema
+    check), which a population job would pay once per member."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
 class ResilientClient:
     """An MlflowClient whose writes survive an unreachable server (spooled) or a busy SQLite file
     (retried)."""
 
     def __init__(self, tracking_uri: str, spool_path: Path | None = None, attempts: int = 30) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri)
+        self.client = _mlflow_client(tracking_uri)
         self.remote = tracking_uri.startswith(("http://", "https://"))
         self.spool_path = spool_path
         self.attempts = attempts
