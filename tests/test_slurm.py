@@ -6,10 +6,12 @@ Everything else is real: sbatch, array jobs, srun tasks, signals, requeues, sacc
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,17 +50,39 @@ def slurm() -> Iterator[dict[str, str]]:
     missing = [name for name in needed if not (shutil.which(name) or Path("/usr/sbin", name).exists())]
     if missing:
         pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run .ci/services.sh as root")
-    prefix = Path(tempfile.mkdtemp(prefix="trainlab-slurm-"))
-    prefix.chmod(0o755)  # the slurm and mysql users write below it
-    env = {**os.environ, "SLURM_PREFIX": str(prefix), "INSTALL": "0", "NODES": "2", "CPUS": "4", "GPUS": "2"}
-    up = subprocess.run(
-        ["bash", SCRIPTS / "slurm-up.sh"], env=env, capture_output=True, text=True, timeout=300
-    )
-    try:
-        assert up.returncode == 0, f"slurm-up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-3000:]}"
-        yield {"SLURM_CONF": str(prefix / "etc" / "slurm.conf")}
-    finally:
-        subprocess.run(["bash", SCRIPTS / "slurm-down.sh"], env={**env, "PURGE": "1"}, timeout=300)
+    # One cluster on this machine at a time: pytest-xdist's loadgroup does not keep this module on one
+    # worker here (its group marks are ignored with this pytest), so a second worker's module waits for
+    # the first one's cluster to be down, and its daemons gone, before it starts its own.
+    with open(Path(tempfile.gettempdir()) / "trainlab-slurm-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        prefix = Path(tempfile.mkdtemp(prefix="trainlab-slurm-"))
+        prefix.chmod(0o755)  # the slurm and mysql users write below it
+        env = {**os.environ, "SLURM_PREFIX": str(prefix), "INSTALL": "0", "NODES": "2", "CPUS": "4"}
+        env.update({"GPUS": "2", "DB_PORT": str(_free_port())})
+        up = subprocess.run(
+            ["bash", SCRIPTS / "slurm-up.sh"], env=env, capture_output=True, text=True, timeout=300
+        )
+        try:
+            assert up.returncode == 0, f"slurm-up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-3000:]}"
+            yield {"SLURM_CONF": str(prefix / "etc" / "slurm.conf")}
+        finally:
+            subprocess.run(["bash", SCRIPTS / "slurm-down.sh"], env={**env, "PURGE": "1"}, timeout=300)
+            _wait_until_gone(("slurmctld", "slurmd", "slurmdbd", "mariadbd"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_gone(names: tuple[str, ...], limit: float = 60) -> None:
+    """Until no process of these names runs (their ports are free for the next cluster)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if all(subprocess.run(["pgrep", "-x", name], capture_output=True).returncode for name in names):
+            return
+        time.sleep(0.5)
 
 
 class Sweep:
