@@ -41,9 +41,10 @@ DDP = ["trainer=ddp_cpu", *RUN, "data.batch_size=5", "optimizer.lr=0.01"]
 DDP_JOBS = {"one_node": DDP, "two_nodes": [*DDP, "trainer.devices=1", "trainer.num_nodes=2"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm() -> Iterator[dict[str, str]]:
-    """The cluster, up for this module and stopped after it: the environment its clients need."""
+    """The cluster, up for this worker's session and stopped at its end (not at the module's: a worker
+    that runs other modules between these tests would tear it down mid-way): the clients' environment."""
     if os.geteuid() != 0:
         pytest.skip("a real SLURM needs root (slurm-up.sh starts munged, slurmctld, slurmd, slurmdbd)")
     needed = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "mariadbd")
@@ -51,8 +52,8 @@ def slurm() -> Iterator[dict[str, str]]:
     if missing:
         pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run .ci/services.sh as root")
     # One cluster on this machine at a time: pytest-xdist's loadgroup does not keep this module on one
-    # worker here (its group marks are ignored with this pytest), so a second worker's module waits for
-    # the first one's cluster to be down, and its daemons gone, before it starts its own.
+    # worker here (its group marks are ignored with this pytest), so a second worker waits for the first
+    # one's cluster to be down, and its daemons gone, before it starts its own.
     with open(Path(tempfile.gettempdir()) / "trainlab-slurm-tests.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         prefix = Path(tempfile.mkdtemp(prefix="trainlab-slurm-"))
@@ -150,7 +151,7 @@ def final_metrics(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k.startswith(("train/", "val/", "test/"))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sweeps(slurm, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
     """Sweeps that need nothing from each other, started together so that their waits overlap: issue 15's
     grid of two learning rates ("grid": also the uninterrupted runs that the preempted and the DDP jobs
