@@ -25,7 +25,9 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, TRAIN, cli_env, mlflow_runs, write_mnist
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one xdist worker
+# One cluster, one process: this module runs in a pytest invocation of its own (`pytest -m slurm`, the
+# second half of the README's test command); `pytest -n 2` leaves it out (pyproject.toml's addopts).
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 SCRIPTS = REPO / "tests" / "slurm"
 # 500 training images in batches of 10 (50 steps an epoch; in DDP, 5 per rank), 60 for validation; last.ckpt
@@ -51,9 +53,8 @@ def slurm() -> Iterator[dict[str, str]]:
     missing = [name for name in needed if not (shutil.which(name) or Path("/usr/sbin", name).exists())]
     if missing:
         pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run .ci/services.sh as root")
-    # One cluster on this machine at a time: pytest-xdist's loadgroup does not keep this module on one
-    # worker here (its group marks are ignored with this pytest), so a second worker waits for the first
-    # one's cluster to be down, and its daemons gone, before it starts its own.
+    # One cluster on this machine at a time: another pytest process running this module waits for this
+    # cluster to be down, and its daemons gone, before it starts its own.
     with open(Path(tempfile.gettempdir()) / "trainlab-slurm-tests.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         prefix = Path(tempfile.mkdtemp(prefix="trainlab-slurm-"))
