@@ -35,6 +35,7 @@ from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
 from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
 from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import Settings
 from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space
+from trainlab.population.members import quote_override_value
 from trainlab.trial import TrialLink, open_storage, storage_url
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,6 @@ def _stale_reason(trial: FrozenTrial, live: set[str]) -> str | None:
     if owner is None:  # its sweeper died between asking for it and signing it
         return None if live else "its sweeper stopped as it started the trial"
     return None if owner in live else f"its sweeper ({owner}) is gone"
-
-
-def _quote(value: str) -> str:
-    """A Hydra override value that stays a plain string whatever it contains."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # Optuna's own heartbeats (RDBStorage(heartbeat_interval, grace_period), fail_stale_trials and its
@@ -197,7 +193,7 @@ class OptunaSweep:
 
     def _job_overrides(self, trial: optuna.Trial, fixed: dict[str, str], parent: ParentRun) -> list[str]:
         link = TrialLink(trial.study.study_name, trial._trial_id, parent.run_id, self._threads())
-        env = [f"++hydra.job.env_set.{key}={_quote(value)}" for key, value in link.env().items()]
+        env = [f"++hydra.job.env_set.{key}={quote_override_value(v)}" for key, v in link.env().items()]
         params = [f"{key}={value}" for key, value in trial.params.items()]
         return [*params, *fixed.values(), *env]
 

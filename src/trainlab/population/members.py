@@ -123,7 +123,8 @@ def member_specs(population: Any) -> list[MemberSpec]:
     ]
 
 
-def _quote(text: str) -> str:
+def quote_override_value(text: str) -> str:
+    """A Hydra override value that stays a plain string whatever it contains (quoted, escaped)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -131,7 +132,7 @@ def population_override(specs: Sequence[MemberSpec]) -> str:
     """`population=[…]`: the one override that hands a job its members (Hydra's list/dict grammar)."""
     entries = []
     for spec in specs:
-        fields = [f"overrides:[{','.join(_quote(o) for o in spec.overrides)}]"]
+        fields = [f"overrides:[{','.join(quote_override_value(o) for o in spec.overrides)}]"]
         if spec.trial_id is not None:
             fields.append(f"trial:{spec.trial_id}")
         if spec.job_num is not None:
