@@ -5,7 +5,8 @@
 #   Chromium (tests/test_mlflow_ui.py loads the MLflow UI in it, headless);
 #   Slurm 22.05, munge, MariaDB and slurmdbd (tests/test_slurm.py starts and stops a cluster of its own
 #   with tests/slurm/slurm-up.sh, which lives in the repository so that a fresh clone has it);
-#   podman & co. for tests/test_docker.py are set up by docker/ci-setup.sh, which that test calls.
+#   podman & co. for tests/test_docker.py and tests/test_compose.py are set up by docker/ci-setup.sh,
+#   which those tests call (tests/images.py).
 set -euo pipefail
 
 missing=()

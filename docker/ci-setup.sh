@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # Make this machine able to build and run docker/Dockerfile without a Docker daemon or a registry
-# (tests/test_docker.py calls it; idempotent, so a second call costs ~1 s):
-#   podman + runc (rootful), a containers.conf for this machine's limits and cgroup layout, and a local
-#   base image `localhost/trainlab-base:bookworm` (Debian 12 minbase + Python 3.11) made by debootstrap.
+# (tests/images.py calls it; idempotent, so a second call costs ~1 s):
+#   podman + runc (rootful), netavark + aardvark-dns (compose services find each other by name: the CNI
+#   backend of Debian 12's podman has no DNS), a containers.conf for this machine's limits, cgroup layout
+#   and network backend, and a local base image `localhost/trainlab-base:bookworm` (Debian 12 minbase +
+#   Python 3.11) made by debootstrap.
 set -euo pipefail
 
 BASE=localhost/trainlab-base:bookworm
 
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap uidmap fuse-overlayfs >/dev/null
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null \
+    || ! [ -x /usr/lib/podman/netavark ] || ! [ -x /usr/lib/podman/aardvark-dns ]; then
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+        podman runc debootstrap uidmap fuse-overlayfs netavark aardvark-dns >/dev/null
 fi
 
 # podman's defaults ask for more open files than this machine allows; crun fails on its hybrid cgroups.
 conf=/etc/containers/containers.conf
-if ! grep -qs 'runtime = "runc"' "$conf"; then
+if ! grep -qs 'network_backend = "netavark"' "$conf"; then
     mkdir -p /etc/containers
     cat > "$conf" <<'CONF'
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[network]
+network_backend = "netavark"
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"

@@ -47,7 +47,8 @@ def cifar_root(tmp_path: Path) -> Path:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TRAINLAB_ROOT")}
+    private = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "TRAINLAB_ROOT")
+    env = {k: v for k, v in os.environ.items() if k not in private}
     env.update(extra)
     return env
 

@@ -206,6 +206,19 @@ def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cl
     assert max(starts) < min(r.info.end_time for r in children)
 
 
+def test_optuna_storage_in_the_environment_keeps_the_study_where_it_says(run_cli, mnist_root, tmp_path):
+    """As MLFLOW_TRACKING_URI for runs (the compose stack points it at its PostgreSQL)."""
+    studies = tmp_path / "shared" / "studies.db"
+    studies.parent.mkdir()
+    run_cli(
+        "-m", *TINY, *RANDOM, "hparams_search=lr", SAFE_LR, "hydra.sweeper.n_trials=2",
+        env={"OPTUNA_STORAGE": f"sqlite:///{studies}"},
+    )  # fmt: skip
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{studies}")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert not (tmp_path / "multirun" / "optuna.db").exists()
+
+
 def test_pareto_search_returns_two_objectives_and_logs_the_front_to_the_parent_run(
     run_cli, mnist_root, tmp_path
 ):

@@ -26,6 +26,8 @@ STUDY_ENV = "TRAINLAB_OPTUNA_STUDY"
 TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL_ID"
 PARENT_RUN_ENV = "TRAINLAB_MLFLOW_PARENT_RUN_ID"
 THREADS_ENV = "TRAINLAB_NUM_THREADS"
+# Where studies are kept when hydra.sweeper.storage is null (as MLFLOW_TRACKING_URI is for runs).
+STORAGE_ENV = "OPTUNA_STORAGE"
 
 # SQLite allows one writer at a time; parallel trials wait this long (s) for the lock instead of failing
 # with "database is locked".
@@ -45,10 +47,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def storage_url(storage: str | None, sweep_dir: str, cwd: str) -> str:
-    """`hydra.sweeper.storage`, or for null a SQLite file beside the sweep folder (`sweep_dir`, relative to
+    """`hydra.sweeper.storage`; for null the environment's OPTUNA_STORAGE (as MLFLOW_TRACKING_URI for
+    runs: the compose stack sets it), else a SQLite file beside the sweep folder (`sweep_dir`, relative to
     the launch folder `cwd`), which is the same for every run of a command, so the command resumes."""
-    if storage:
-        return storage
+    if storage or os.environ.get(STORAGE_ENV):
+        return storage or os.environ[STORAGE_ENV]
     return f"sqlite:///{(Path(cwd) / sweep_dir).resolve().parent / 'optuna.db'}"
 
 

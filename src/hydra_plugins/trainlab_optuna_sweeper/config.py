@@ -154,8 +154,8 @@ class OptunaSweeperConf:
     # minimize or maximize the task's return value; a list ([maximize, minimize]) for a task that returns
     # one value per objective. minimize is the stock plugin's and Optuna's default.
     direction: Any = "minimize"
-    # null: sqlite:///<the sweep folder's parent>/optuna.db, so that the same command resumes (for
-    # trainlab: multirun/optuna.db); or any SQLAlchemy URL (postgresql://…).
+    # null: $OPTUNA_STORAGE if set, else sqlite:///<the sweep folder's parent>/optuna.db, so that the
+    # same command resumes (for trainlab: multirun/optuna.db); or any SQLAlchemy URL (postgresql://…).
     storage: str | None = None
     # null: derived from the app (or hparams_search option) and the sweep's overrides, so the same
     # command finds the same study.
