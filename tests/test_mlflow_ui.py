@@ -3,9 +3,12 @@ headless Chromium against a real `mlflow server` on a SQLite store that holds a 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,91 @@ def chromium(url: str, profile: Path, *output: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
 
 
+class DevTools:
+    """Headless Chromium driven through its DevTools protocol over a pipe (`--remote-debugging-pipe`:
+    commands on fd 3, replies on fd 4, JSON messages ending in NUL), to click like a user; no package."""
+
+    def __init__(self, profile: Path) -> None:
+        commands_read, self._commands = os.pipe()
+        self._replies, replies_write = os.pipe()
+
+        def wire() -> None:  # in the child: the pipe ends become fds 3 and 4, whatever their numbers were
+            high = [os.dup2(fd, 100 + i) for i, fd in enumerate((commands_read, replies_write))]
+            for target, fd in zip((3, 4), high, strict=True):
+                os.dup2(fd, target)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             f"--user-data-dir={profile}", "--window-size=1400,800", "--remote-debugging-pipe",
+             "about:blank"],
+            close_fds=False, preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.close(commands_read)
+        os.close(replies_write)
+        self._pending, self._id = b"", 0
+
+    def call(self, method: str, session: str | None = None, **params: object) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        while True:  # replies to this call only; events are skipped
+            while b"\0" not in self._pending:
+                chunk = os.read(self._replies, 1 << 16)
+                assert chunk, "Chromium closed its DevTools pipe"
+                self._pending += chunk
+            raw, self._pending = self._pending.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(reply["error"]["message"])
+                return reply["result"]
+
+    def evaluate(self, url: str, script: str) -> object:
+        """Open `url`, wait until it has loaded, return the value of `script` (a JS expression, awaited)."""
+        target = self.call("Target.createTarget", url=url)["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+        def run(expression: str) -> dict:
+            return self.call(
+                "Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True
+            )
+
+        loaded = 'location.href !== "about:blank" && document.readyState === "complete"'
+        deadline = time.monotonic() + 60
+        while not run(loaded)["result"].get("value"):
+            assert time.monotonic() < deadline, f"{url} did not load in 60 s"
+            time.sleep(0.25)
+        reply = run(script)
+        assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+        return reply["result"].get("value")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+# Wait for the runs table, click the sweep's expander as a user would, return what the page then shows.
+EXPAND_PARENT_RUN = """
+(async () => {
+  const until = async (found, ms) => {
+    for (const end = Date.now() + ms; Date.now() < end; await new Promise(r => setTimeout(r, 250)))
+      if (found()) return found();
+    return null;
+  };
+  const expander = await until(
+    () => document.querySelector('button[data-component-id$="runnamecellrenderer.tsx_46"]'), 60000);
+  if (!expander) return "no expander in: " + document.body.innerText;
+  expander.click();
+  await until(() => document.body.innerText.includes("optimizer.lr="), 15000);
+  return document.body.innerText;
+})()
+"""
+
+
 def test_an_existing_experiment_without_the_kind_tag_gets_it_when_reopened(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     old = MlflowClient(uri).create_experiment("made-before", artifact_location=(tmp_path / "art").as_uri())
@@ -70,11 +158,20 @@ def test_mlflow_ui_shows_a_sweeps_parent_run_and_its_trials_on_the_runs_table(ru
         wait_until(lambda: responds(f"http://127.0.0.1:{port}/health"), server, "mlflow server")
         url = runs_table_url(f"http://127.0.0.1:{port}", experiment.experiment_id)
         page = chromium(url, tmp_path / "chromium", "--dump-dom")
+        browser = DevTools(tmp_path / "chromium-devtools")
+        try:
+            expanded = browser.evaluate(url, EXPAND_PARENT_RUN)
+        finally:
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
     assert ">Runs</h2>" in page  # the runs table, not the GenAI overview with its traces and token usage
     assert "Detect Issues" not in page
     assert parent.info.run_name in page
-    # The trials sit under their parent's expander, collapsed; the table counts them with it.
+    # The trials sit under their parent's expander, collapsed; the table counts them with it ...
     assert f"<strong>{1 + len(trials)}</strong> matching runs" in page
+    # ... and lists them, by name, once a click opens it.
+    assert parent.info.run_name in expanded
+    for trial in trials:
+        assert trial.info.run_name in expanded
