@@ -12,6 +12,9 @@
 - `members`: one training epoch of a population of K members (K from `--sizes`) on the 60,000 images,
   in a process of its own: seconds per epoch, per member, and peak memory, next to K = 1 trained as a
   standalone `Classifier` (what each trial of a sweep runs).
+- `bound`: what stacking can gain at best on this machine, without trainlab: one epoch's 540 steps of the
+  same MLP (random batches in memory, Adam) as a plain torch loop, against K of them stacked into batched
+  matrix products (`baddbmm`), per member.
 Wall times come from the clock around each command; both sides of a ratio run back to back.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import resource
@@ -137,6 +141,58 @@ def member_epoch(size: int, data: list[str], device: str) -> dict:
     return result
 
 
+def stacking_bound(sizes: list[int], device: str, steps: int = 540) -> list[dict]:
+    import torch
+
+    widths = [784, 100, 100, 100, 100, 10]
+    images = torch.randn(steps, 100, widths[0], device=device)
+    labels = torch.randint(0, widths[-1], (steps, 100), device=device)
+
+    def epoch(forward, parameters) -> float:
+        optimizer = torch.optim.Adam(parameters, 1e-3)
+        start = time.perf_counter()
+        for x, y in zip(images, labels, strict=True):
+            logits = forward(x)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, widths[-1]), y.repeat(len(logits) // len(y))
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    layers = [torch.nn.Linear(a, b, device=device) for a, b in itertools.pairwise(widths)]
+    single = torch.nn.Sequential(*[m for layer in layers for m in (layer, torch.nn.ReLU())][:-1])
+    single_s = epoch(single, single.parameters())
+    rows = []
+    for k in sizes:
+        weights = [
+            torch.randn(k, a, b, device=device, requires_grad=True) for a, b in itertools.pairwise(widths)
+        ]
+        biases = [torch.zeros(k, 1, b, device=device, requires_grad=True) for b in widths[1:]]
+
+        def stacked(x, weights=weights, biases=biases, k=k):
+            h = x.expand(k, *x.shape)
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                h = torch.baddbmm(b, h, w)
+                h = h.relu() if i < len(weights) - 1 else h
+            return h.reshape(k * len(x), -1)
+
+        per_member = epoch(stacked, weights + biases) / k
+        rows.append(
+            {
+                "figure": "bound",
+                "members": k,
+                "single_epoch_s": round(single_s, 3),
+                "stacked_epoch_s_per_member": round(per_member, 3),
+                "speed_up_per_member": round(single_s / per_member, 2),
+            }
+        )
+    return rows
+
+
 def members(work: Path, sizes: list[int], device: str) -> list[dict]:
     rows = []
     for size in [0, *sizes]:  # 0: the standalone Classifier a sweep's trial trains
@@ -153,8 +209,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (data, stores, outputs)")
-    parser.add_argument("--only", default="sweep8,elastic20,members")
-    parser.add_argument("--sizes", default="1,8,32", help="population sizes for `members`")
+    parser.add_argument("--only", default="sweep8,elastic20,members,bound")
+    parser.add_argument("--sizes", default="1,8,32", help="population sizes for `members` and `bound`")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--member-epoch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,6 +251,8 @@ def main() -> int:
         results.append({**compare(args.work, "elastic20", sweep, 20), "target": ">= 5"})
     if "members" in only:
         results += members(args.work, [int(s) for s in args.sizes.split(",")], args.device)
+    if "bound" in only:
+        results += stacking_bound([int(s) for s in args.sizes.split(",")], args.device)
     for row in results:
         print(json.dumps(row))
     return 0
