@@ -2,18 +2,19 @@
 # Make this machine able to build and run docker/Dockerfile without a Docker daemon or a registry
 # (tests/images.py calls it; idempotent, so a second call costs ~1 s):
 #   podman + runc (rootful), netavark + aardvark-dns (compose services find each other by name: the CNI
-#   backend of Debian 12's podman has no DNS), a containers.conf for this machine's limits, cgroup layout
-#   and network backend, and a local base image `localhost/trainlab-base:bookworm` (Debian 12 minbase +
-#   Python 3.11) made by debootstrap.
+#   backend of Debian 12's podman has no DNS), iptables (netavark's firewall: without it no container on
+#   a network starts, "netavark: No such file or directory"), a containers.conf for this machine's limits,
+#   cgroup layout and network backend, and a local base image `localhost/trainlab-base:bookworm` (Debian 12
+#   minbase + Python 3.11) made by debootstrap.
 set -euo pipefail
 
 BASE=localhost/trainlab-base:bookworm
 
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null \
-    || ! [ -x /usr/lib/podman/netavark ] || ! [ -x /usr/lib/podman/aardvark-dns ]; then
+    || ! [ -x /usr/lib/podman/netavark ] || ! [ -x /usr/lib/podman/aardvark-dns ] || ! [ -x /usr/sbin/iptables ]; then
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
-        podman runc debootstrap uidmap fuse-overlayfs netavark aardvark-dns >/dev/null
+        podman runc debootstrap uidmap fuse-overlayfs netavark aardvark-dns iptables >/dev/null
 fi
 
 # podman's defaults ask for more open files than this machine allows; crun fails on its hybrid cgroups.

@@ -47,7 +47,7 @@ def cifar_root(tmp_path: Path) -> Path:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    private = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "TRAINLAB_ROOT")
+    private = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "TRAINLAB_ROOT", "TRAINLAB_UI_URL")
     env = {k: v for k, v in os.environ.items() if k not in private}
     env.update(extra)
     return env

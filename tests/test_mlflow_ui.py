@@ -137,6 +137,16 @@ def test_an_existing_experiment_without_the_kind_tag_gets_it_when_reopened(tmp_p
     assert MlflowClient(uri).get_experiment(old).tags[EXPERIMENT_KIND] == MODEL_DEVELOPMENT
 
 
+def test_the_logged_link_opens_the_runs_table_where_people_reach_the_ui(monkeypatch):
+    monkeypatch.delenv("TRAINLAB_UI_URL", raising=False)
+    table = "/#/experiments/3/runs?workflowType=machine_learning"
+    assert runs_table_url("sqlite:///mlruns/mlflow.db", "3") == "http://127.0.0.1:5000" + table
+    assert runs_table_url("http://mlflow:5000/", "3") == "http://mlflow:5000" + table
+    # The compose stack's trainer reaches the server by its service name; people on the host do not.
+    monkeypatch.setenv("TRAINLAB_UI_URL", "http://127.0.0.1:8080")
+    assert runs_table_url("http://mlflow:5000", "3") == "http://127.0.0.1:8080" + table
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (.ci/services.sh installs Debian's)")
 def test_mlflow_ui_shows_a_sweeps_parent_run_and_its_trials_on_the_runs_table(run_cli, mnist_root, tmp_path):

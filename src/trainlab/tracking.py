@@ -137,12 +137,20 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 
 
+# Where people open the MLflow UI when that is not the tracking URI: in the compose stack the trainer
+# reaches the server as http://mlflow:5000, people as http://127.0.0.1:$MLFLOW_PORT.
+UI_URL_ENV = "TRAINLAB_UI_URL"
+
+
 def runs_table_url(tracking_uri: str, experiment_id: str) -> str:
     """The MLflow UI's runs table of an experiment. MLflow 3.17's UI takes its view from its own "GenAI /
     Model training" switch (`workflowType`, remembered by the browser), not from the tag: a first visit
     without it opens every experiment on the GenAI overview."""
+    import os
+
     remote = tracking_uri.startswith(("http://", "https://"))
-    base = tracking_uri.rstrip("/") if remote else "http://127.0.0.1:5000"
+    base = os.environ.get(UI_URL_ENV) or (tracking_uri if remote else "http://127.0.0.1:5000")
+    base = base.rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
