@@ -341,3 +341,23 @@ run_then_exit(main)
     )
     assert (result.returncode, result.stdout, result.stderr) == (code, "no newline, still buffered", stderr)
     assert (tmp_path / "thread.txt").read_text() == (tmp_path / "atexit.txt").read_text() == "done"
+
+
+def test_kill_9_while_a_file_of_the_run_is_rewritten_leaves_the_previous_one_whole(tmp_path):
+    """Member checkpoints, the MLflow spool and resume records go through `write_atomically`. A process
+    that does nothing but rewrite a checkpoint is killed: were it written in place, the kill would all but
+    surely land mid-write and leave a truncated file behind."""
+    path = tmp_path / "last.ckpt"
+    size = 64 * 2**20
+    rewrite = (
+        "from pathlib import Path; from trainlab.atomic import write_atomically\n"
+        f"data = bytes({size})\n"
+        "for written in range(10**6):\n"
+        f"    write_atomically(Path({str(path)!r}), data)\n"
+        "    if written == 3: print('rewriting', flush=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", rewrite], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "rewriting\n"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert path.stat().st_size == size

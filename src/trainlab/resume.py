@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainlab.atomic import write_atomically
 from trainlab.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def write_record(
         "mlflow_run_id": mlflow_run_id,
         "tracking_uri": tracking_uri,
     }
-    (point.run_dir / RECORD).write_text(json.dumps(record, indent=2))
+    write_atomically(point.run_dir / RECORD, json.dumps(record, indent=2))
 
 
 def _read_record(run_dir: Path) -> dict:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainlab.atomic import write_atomically
+
 log = logging.getLogger(__name__)
 
 # The client methods that write; anything else (reads) passes straight through.
@@ -136,7 +138,7 @@ class ResilientClient:
             try:
                 getattr(self.client, method)(*args, **kwargs)
             except Exception:
-                self.spool_path.write_text("".join(f"{rest}\n" for rest in lines[sent:]))
+                write_atomically(self.spool_path, "".join(f"{rest}\n" for rest in lines[sent:]))
                 return False
         self.spool_path.unlink()
         log.info("Sent %d spooled MLflow writes", len(lines))

@@ -7,6 +7,7 @@ checkpoint callback, so a population checkpoint always holds the book as of the 
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from trainlab.atomic import write_atomically
 from trainlab.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -119,12 +121,13 @@ class MemberBook(Callback):
                 logger.log_metrics({**metrics, "epoch": float(epoch)}, step)
             member.step = step
             member.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint = member_checkpoint(module, row, member, epoch, step)
+            checkpoint = io.BytesIO()
+            torch.save(member_checkpoint(module, row, member, epoch, step), checkpoint)
             monitored = metrics.get(self.monitor)
             if monitored is not None and _improves(monitored, member.best, self.mode):
                 member.best = monitored
-                torch.save(checkpoint, member.checkpoint_dir / "best.ckpt")
-            torch.save(checkpoint, member.checkpoint_dir / "last.ckpt")
+                write_atomically(member.checkpoint_dir / "best.ckpt", checkpoint.getbuffer())
+            write_atomically(member.checkpoint_dir / "last.ckpt", checkpoint.getbuffer())
             if member.trial is not None and self.objective in metrics:
                 member.trial.report(metrics[self.objective], step=epoch)
                 if member.trial.should_prune():

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab.atomic import write_atomically
 from trainlab.config import validate
 from trainlab.population.members import MemberSpec, check_shared, member_specs
 
@@ -125,7 +126,7 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     )
     write_record(resume, overrides, None, first.logger.get("tracking_uri"))
     runs = {"mlflow_run_ids": [m.tracker.run_id for m in members]}
-    (resume.run_dir / MEMBERS_RECORD).write_text(json.dumps(runs, indent=2))
+    write_atomically(resume.run_dir / MEMBERS_RECORD, json.dumps(runs, indent=2))
 
     checkpoint = first.callbacks.checkpoint
     book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric)
