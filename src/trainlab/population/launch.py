@@ -16,6 +16,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict
 
+from trainlab.population.compose import compose_each
 from trainlab.population.members import MemberSpec, population_override, shared_part, unsupported
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,27 @@ class PopulationLauncher:
         self.hydra_context = hydra_context
         self.config = config
 
-    def _signature(self, overrides: Sequence[str]) -> str:
-        """What members of one population must share; a job that cannot join one gets a unique value."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        hydra_overrides = sorted(
-            o for o in overrides if "hydra." in o.split("=", 1)[0] and _trial_id(o) is None
-        )
+    def _compose(self, overrides: list[str]) -> tuple[DictConfig, dict[str, str], list[str]]:
+        """A job's run config (without its own output folder, which needs the Hydra runtime it does not
+        have yet), its config-group choices, and its hydra.* overrides."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        choices = {group: str(option) for group, option in cfg.hydra.runtime.choices.items()}
         with open_dict(cfg):
-            cfg.paths.output_dir = None  # each job's own folder, from the Hydra runtime it does not have yet
+            cfg.paths.output_dir = None
             del cfg["hydra"]
-        if unsupported(cfg) is not None:
-            return f"alone:{id(overrides)}"
-        return repr((sorted(shared_part(cfg).items()), hydra_overrides))
+        return cfg, choices, sorted(o for o in overrides if "hydra." in o.split("=", 1)[0])
 
     def populations(self, jobs: Sequence[Sequence[str]]) -> list[list[int]]:
-        """Job indices grouped into populations of at most `size`, in launch order."""
+        """Job indices grouped into populations of at most `size` (members share what `shared_part`
+        names and their hydra.* overrides), in launch order; a job that cannot join one runs alone."""
+        without_trial = [[o for o in job if _trial_id(o) is None] for job in jobs]
         groups: dict[str, list[list[int]]] = {}
-        for index, overrides in enumerate(jobs):
-            chunks = groups.setdefault(self._signature(overrides), [[]])
+        for index, (cfg, hydra_overrides) in enumerate(compose_each(without_trial, self._compose)):
+            if unsupported(cfg) is None:
+                signature = repr((sorted(shared_part(cfg).items()), hydra_overrides))
+            else:
+                signature = f"alone:{index}"
+            chunks = groups.setdefault(signature, [[]])
             if len(chunks[-1]) == self.size:
                 chunks.append([])
             chunks[-1].append(index)

@@ -8,7 +8,6 @@ may vary (`trainlab.population.members`). Returns one result per member for the 
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
@@ -18,14 +17,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.atomic import write_atomically
 from trainlab.config import validate
-from trainlab.population.members import MemberSpec, check_shared, member_specs
+from trainlab.population.compose import compose_each
+from trainlab.population.members import check_shared, member_specs
 
 log = logging.getLogger(__name__)
 
 MEMBERS_RECORD = "population.json"
 
 
-def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str], dict[str, str]]:
     """The run config `python src/train.py <overrides>` composes, and its config-group choices."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
@@ -34,38 +34,7 @@ def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     choices = {g: str(o) for g, o in cfg.hydra.runtime.choices.items() if not g.startswith("hydra")}
     with open_dict(cfg):
         del cfg["hydra"]
-    return cfg, choices
-
-
-def compose_members(specs: list[MemberSpec], common: list[str]) -> list[tuple[DictConfig, dict[str, str]]]:
-    """Each member's run config as `python src/train.py <common> <its overrides>` composes it, and its
-    config-group choices. Hydra composes once per distinct set of group overrides (~0.2 s each); a
-    member's plain `key=value` overrides (an Optuna trial's parameters) are then set on a copy."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    groups = set(_compose(common)[1])
-    bases: dict[tuple[str, ...], tuple[DictConfig, dict[str, str]]] = {}
-    members = []
-    for spec in specs:
-        parsed = parser.parse_overrides(list(spec.overrides))
-        plain = [
-            o
-            for o in parsed
-            if o.type.name == "CHANGE"
-            and o.package is None
-            and not o.is_sweep_override()
-            and o.key_or_group not in groups
-        ]
-        composed = tuple(o.input_line for o in parsed if o not in plain)
-        if composed not in bases:
-            bases[composed] = _compose([*common, *composed])
-        base, choices = bases[composed]
-        cfg = copy.deepcopy(base)
-        for override in plain:
-            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
-        members.append((cfg, choices))
-    return members
+    return cfg, choices, choices
 
 
 def _resumed_runs(run_dir: Path, size: int) -> list[str | None]:
@@ -96,7 +65,8 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     specs = member_specs(job_cfg.population)
     output_dir, overrides, tags = job_context()
     common = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith("population=")]
-    composed = compose_members(specs, common)
+    # Each member's run config as `python src/train.py <common> <its overrides>` composes it.
+    composed = compose_each([[*common, *spec.overrides] for spec in specs], _compose)
     configs = [cfg for cfg, _ in composed]
     for index, cfg in enumerate(configs):
         validate(cfg, build=index == 0)
