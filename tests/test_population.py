@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from conftest import mlflow_runs
 from trainlab.data import build_datamodule
@@ -419,6 +419,50 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_u
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     expected_acc = sorted(r.data.metrics["test/acc"] for r in mlflow_runs(straight))
     assert sorted(r.data.metrics["test/acc"] for r in runs) == expected_acc
+
+
+def test_trials_composed_once_per_group_choice_get_the_configs_hydra_composes_for_each():
+    """A sweep's trials are grouped (and a population's members built) from configs composed once per
+    distinct set of group overrides, the trials' numbers set on a copy: each must equal Hydra's own."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import REPO
+    from trainlab.population.compose import compose_each
+
+    jobs = [
+        ["optimizer=adam", "optimizer.lr=0.01", "regularizer.l1=1e-5", "data.batch_size=32"],
+        ["optimizer=adam", "optimizer.lr=0.02", "seed=3", "data.batch_size=32", "model.hidden=[64,32]"],
+        [
+            "optimizer=momentum",
+            "optimizer.lr=0.1",
+            "optimizer.nesterov=true",
+            "+data.note=x",
+            "data.batch_size=32",
+        ],
+        ["optimizer=adam", "optimizer.lr=0.03", "regularizer=elastic_net", "data.batch_size=32"],
+    ]
+    compositions = []
+
+    def hydra_composes(overrides: list[str]):
+        compositions.append(overrides)
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        choices = {group: str(option) for group, option in cfg.hydra.runtime.choices.items()}
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg, choices, None
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            configs = [cfg for cfg, _ in compose_each(jobs, hydra_composes)]
+            assert len(compositions) == 4  # the first job's groups, then adam, momentum, adam+elastic_net
+            expected = [hydra_composes(job)[0] for job in jobs]
+    finally:
+        GlobalHydra.instance().clear()
+    for got, want in zip(configs, expected, strict=True):
+        assert OmegaConf.to_container(got) == OmegaConf.to_container(want)
+    assert configs[1].model.hidden == [64, 32] and configs[2].data.note == "x"
 
 
 def test_trials_a_population_cannot_run_are_launched_alone(run_cli, mnist_root, tmp_path):

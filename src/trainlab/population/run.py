@@ -26,7 +26,8 @@ MEMBERS_RECORD = "population.json"
 
 
 def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str], dict[str, str]]:
-    """The run config `python src/train.py <overrides>` composes, and its config-group choices."""
+    """The run config `python src/train.py <overrides>` composes, and its config-group choices (for
+    `compose_each`, which tells groups by them, and for the member's record)."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
