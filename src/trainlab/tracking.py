@@ -7,6 +7,7 @@ before training and ends it as FINISHED, FAILED (with the reason as a tag) or KI
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,8 +147,6 @@ def runs_table_url(tracking_uri: str, experiment_id: str) -> str:
     """The MLflow UI's runs table of an experiment. MLflow 3.17's UI takes its view from its own "GenAI /
     Model training" switch (`workflowType`, remembered by the browser), not from the tag: a first visit
     without it opens every experiment on the GenAI overview."""
-    import os
-
     remote = tracking_uri.startswith(("http://", "https://"))
     base = os.environ.get(UI_URL_ENV) or (tracking_uri if remote else "http://127.0.0.1:5000")
     base = base.rstrip("/")
@@ -164,8 +163,6 @@ class MlflowTracker(Tracker):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        import os
-
         from trainlab.spool import ResilientClient
 
         if cfg.tracking_uri.startswith(("http://", "https://")):

@@ -36,7 +36,7 @@ def compose_each(
             and o.package is None
             and not o.is_sweep_override()
             and o.key_or_group not in groups
-            and not o.key_or_group.startswith("hydra.")
+            and not o.is_hydra_override()
         ]
         composed = tuple(o.input_line for o in parsed if o not in plain)
         if composed not in bases:
