@@ -29,7 +29,8 @@ def compose(overrides: list[str]):
 def _training_split(images, labels, cfg):
     """The images the platform trains on: `data.val_size` held out of the end, `data.train_size` first."""
     n = len(labels)
-    n_train = n - (round(cfg.val_size * n) if cfg.val_size < 1 else int(cfg.val_size))
+    val_size = 0.1 if cfg.val_size is None else cfg.val_size  # trainlab.data.split.VAL_SHARE for null
+    n_train = n - (round(val_size * n) if val_size < 1 else int(val_size))
     n_train = min(cfg.train_size or n_train, n_train)
     return images[:n_train], labels[:n_train]
 

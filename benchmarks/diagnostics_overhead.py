@@ -36,9 +36,9 @@ def fit_seconds(overrides: list[str], steps: int, device: str, store: Path) -> t
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader, TensorDataset
 
-    from trainlab.callbacks import build_callbacks
     from trainlab.diagnostics import Diagnostics
     from trainlab.module import Classifier
+    from trainlab.run.callbacks import build_callbacks
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)

@@ -7,7 +7,8 @@
 #   3. time epochs of the MLP, the simple CNN (MNIST) and the CIFAR CNN (CIFAR-10), platform against the
 #      hand-written loop, on synthetic data in the real formats, and print the table;
 #   4. time one epoch of a population of 64 MLPs against one standalone MLP (target: the 64 in under
-#      64/20 of one's time, i.e. >= 20x the throughput of one trial at a time).
+#      64/20 of one's time, i.e. >= 20x the throughput of one trial at a time);
+#   5. time `repeats=32` of the MLP as one population against the 32 runs one after another (issue 26).
 # Without a CUDA GPU it says so and exits with status 3, measuring nothing (benchmarks/run.py is the
 # CPU table). Exit status: 0 all passed, 1 a target missed, 2 a test failed, 3 no GPU.
 #
@@ -54,6 +55,10 @@ PYEOF
 )
 status=$?
 echo "$population"
+
+echo "== repeats=32 of the MLP, 1 epoch: one population vs one run after another (benchmarks/repeats.py)"
+timeout 240 "$PY" benchmarks/repeats.py --work "$WORK/repeats" --only repeats --runs 32 --epochs 1 \
+    --accelerator gpu | tee "$WORK/repeats.jsonl"
 
 [ "$tests" -ne 0 ] && exit 2
 [ "$bench" -ne 0 ] && exit "$bench"

@@ -1,4 +1,4 @@
-"""Populations against one trial at a time (docs/sweeps.md, "Populations"; README, Performance).
+"""Populations against one trial at a time (docs/sweeps.md, "Populations"; docs/performance.md).
 
     python benchmarks/population.py --work /tmp/pop-bench                 # every figure (~6 min, 2 cores)
     python benchmarks/population.py --work /tmp/pop-bench --only members --sizes 1,8,32

@@ -62,6 +62,36 @@ def write_cifar10(root: Path, per_batch: int = 10_000, n_test: int = 10_000) -> 
     return Path(root)
 
 
+def write_image_folder(
+    root: Path,
+    per_class: int = 1_000,
+    size: int = 32,
+    classes: tuple[str, ...] = tuple(f"class{i}" for i in range(10)),
+    formats: tuple[str, ...] = ("png",),
+    sizes: tuple[int, ...] = (),
+    grayscale_every: int = 0,
+) -> Path:
+    """torchvision's ImageFolder layout, `<root>/<class>/<i>.<format>`, written with PIL: `size`×`size` RGB
+    noise with a bright band at a class-specific height (learnable). The i-th image of a class takes the
+    i-th format and, if `sizes` are given, the i-th side; every `grayscale_every`-th is gray (0: none)."""
+    from PIL import Image
+
+    for index, name in enumerate(classes):
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        images = np.random.default_rng(index).integers(0, 60, (per_class, size, size, 3)).astype(np.uint8)
+        images[:, index * size // len(classes) : (index + 1) * size // len(classes)] = 255  # the class's band
+        for i, array in enumerate(images):
+            image = Image.fromarray(array)
+            if grayscale_every and i % grayscale_every == 0:
+                image = image.convert("L")
+            if sizes:
+                side = sizes[i % len(sizes)]
+                image = image.resize((side, side))
+            image.save(folder / f"{i}.{formats[i % len(formats)]}")
+    return Path(root)
+
+
 KINDS = ("images-idx3", "labels-idx1")
 
 

@@ -3,6 +3,7 @@
     python src/report.py experiment=vanishing_gradient               # the latest sweep
     python src/report.py experiment=optimizers sweep=2026-11-28_04-40-00_123456
     python src/report.py experiment=overfitting kind=accuracy paths.root_dir=/elsewhere
+    python src/report.py augmented data=cifar10 augment=flip_crop   # a grid of augmented samples
 
 Thin on purpose: MLflow and matplotlib are imported only once the arguments are read.
 """
@@ -25,9 +26,14 @@ def main() -> int:
     parser.add_argument(
         "arguments", nargs="*", metavar="experiment=NAME [sweep=FOLDER] [kind=KIND] [key=value]"
     )
-    from trainlab.report import main as report
+    arguments = parser.parse_args().arguments
+    if arguments[:1] == ["augmented"]:
+        from trainlab.figures.augmented import main as augmented
 
-    return report(parser.parse_args().arguments)
+        return augmented(arguments[1:])
+    from trainlab.figures.exercise import main as report
+
+    return report(arguments)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from conftest import REPO
 
 TRAINLAB_IMAGE = "localhost/trainlab:test"
 POSTGRES_IMAGE = "localhost/trainlab-postgres:test"
+CLUSTER_IMAGE = "localhost/trainlab-cluster:test"
+PYPY_IMAGE = "localhost/trainlab-pypy:test"
+CHARLIECLOUD_DIR = Path("/var/tmp/trainlab-charliecloud")
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # Local pip sources on this kind of machine (mounted at the same paths, so file:// URLs keep working).
 WHEELS, INDEXES = Path("/opt/wheels"), [Path("/opt/pypi/simple"), Path("/opt/pypi-more/simple")]
@@ -90,3 +93,65 @@ def trainlab_image(base: str) -> str:
 def postgres_image(base: str) -> str:
     """docker/postgres: Debian's PostgreSQL behind the official image's variables (no registry here)."""
     return build(POSTGRES_IMAGE, REPO / "docker" / "postgres", "--build-arg", f"BASE_IMAGE={base}")
+
+
+def cluster_image(trainlab: str) -> str:
+    """docker/cluster: the trainlab image with Debian's Slurm client (the test cluster's own Slurm)."""
+    return build(CLUSTER_IMAGE, REPO / "docker" / "cluster", "--build-arg", f"IMAGE={trainlab}")
+
+
+def pypy_image(base: str) -> str:
+    """Debian with PyPy 3.9 beside its Python 3.11: a Python of another minor version, to be refused."""
+    with tempfile.TemporaryDirectory() as context:
+        (Path(context) / "Dockerfile").write_text(
+            f"FROM {base}\nRUN apt-get update && apt-get install -y --no-install-recommends pypy3\n"
+        )
+        return build(PYPY_IMAGE, Path(context))
+
+
+def charliecloud_directory(image: str) -> str:
+    """`image` as Charliecloud's directory image, kept under /var/tmp by the image's id, so that the test
+    processes of one machine convert each image once.
+
+    `ch-convert -i podman -o dir` exports the image, adds its environment as /ch/environment, gzips the
+    tarball (a step its own source calls needless: 7 GB take ~8 minutes through gzip here) and unpacks
+    it. Here the same export and environment go into a plain tarball, and `ch-convert -i tar -o dir`
+    unpacks it with Charliecloud's own fix-ups (mount points, permissions).
+    """
+    found = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr
+    target = CHARLIECLOUD_DIR / found.stdout.strip()[:12]
+    with building():
+        if not (target / "ch").is_dir():
+            CHARLIECLOUD_DIR.mkdir(parents=True, exist_ok=True)
+            # Conversions of images that no longer exist (an earlier build of the code) go: ~7 GB each.
+            current = {
+                line[:12] for line in podman("images", "-q", "--no-trunc").replace("sha256:", "").split()
+            }
+            for old in CHARLIECLOUD_DIR.iterdir():
+                if old.name not in current:
+                    shutil.rmtree(old, ignore_errors=True)
+            with tempfile.TemporaryDirectory(dir=CHARLIECLOUD_DIR) as work:
+                tarball, env = Path(work) / "image.tar", Path(work) / "environment"
+                container = podman("create", "--read-only", image, "/bin/true").strip()
+                podman("export", "-o", str(tarball), container)
+                podman("rm", container)
+                env.write_text(
+                    podman("image", "inspect", image, "--format", "{{range .Config.Env}}{{println .}}{{end}}")
+                )
+                tar = ["tar", "rf", str(tarball), "-b1", "-P", f"--xform=s|{env}|ch/environment|", str(env)]
+                subprocess.run(tar, check=True)
+                partial = Path(work) / "image"
+                convert = ["ch-convert", "-i", "tar", "-o", "dir", str(tarball), str(partial)]
+                converted = subprocess.run(convert, capture_output=True, text=True, timeout=1200)
+                assert converted.returncode == 0, converted.stderr[-3000:]
+                partial.rename(target)
+    return str(target)
+
+
+def podman(*args: str) -> str:
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, f"podman {' '.join(args)}: {result.stderr[-2000:]}"
+    return result.stdout

@@ -159,7 +159,7 @@ def test_resume_from_last_matches_an_uninterrupted_run(run_cli, tmp_path, model)
 def test_log_points_sends_a_whole_curve_in_one_store(tmp_path):
     from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 
-    from trainlab.tracking import log_points
+    from trainlab.tracking.tracker import log_points
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

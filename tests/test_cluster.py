@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
-from trainlab.cluster import RequeueOnSignal, requeued_checkpoint
+from trainlab.cluster.requeue import RequeueOnSignal, requeued_checkpoint
 
 # 160 training and 40 validation images: whole batches of 32 in one process, of 16 per rank in two.
 SMALL = [*TINY, "data.val_size=40", "trainer.max_epochs=2", "seed=3"]
@@ -157,7 +157,7 @@ def submit(root: Path, monkeypatch, *overrides: str) -> None:
     overrides = [f"paths.root_dir={root}", "launcher=slurm", *(o for o in overrides if o not in flags)]
     monkeypatch.setattr(sys, "argv", ["train.py", *flags, *overrides])
     # In this process, the CLI's os._exit would end pytest's worker: return from main instead.
-    monkeypatch.setattr("trainlab.fast_exit.run_then_exit", lambda main: main())
+    monkeypatch.setattr("trainlab.cli.fast_exit.run_then_exit", lambda main: main())
     try:
         runpy.run_path(str(TRAIN), run_name="__main__")
     finally:
@@ -220,7 +220,9 @@ def test_a_slurm_setting_sbatch_cannot_take_is_one_line_and_exit_2_before_anythi
 
 
 def test_slurm_sweep_submits_its_trials_as_one_array_job(fake_slurm, tmp_path, monkeypatch):
-    submit(tmp_path, monkeypatch, "-m", "optimizer.lr=0.1,0.01,0.001", "launcher.array_parallelism=2")
+    """One task per trial: on SLURM a grid's trials are not packed into populations unless asked."""
+    args = ["optimizer.lr=0.1,0.01,0.001", "launcher.array_parallelism=2"]
+    submit(tmp_path, monkeypatch, "-m", *args)
     assert len(fake_slurm["overrides"]) == 3
     assert fake_slurm["executor"].parameters["array_parallelism"] == 2
     assert fake_slurm["executor"].parameters["gpus_per_node"] == 1
@@ -234,7 +236,7 @@ def test_under_submitit_the_signal_requeues_the_same_hydra_job_through_submitit(
     from submitit.core.job_environment import JobEnvironment, SignalHandler
     from submitit.core.utils import DelayedSubmission, JobPaths
 
-    from trainlab.cluster import requeue
+    from trainlab.cluster.requeue import requeue
 
     submit(tmp_path, monkeypatch, "optimizer.lr=0.1")
     (job,) = fake_slurm["jobs"]
@@ -253,3 +255,128 @@ def test_under_submitit_the_signal_requeues_the_same_hydra_job_through_submitit(
     assert (tmp_path / "scontrol.log").read_text() == "requeue 77\n"
     resubmitted = DelayedSubmission.load(paths.submitted_pickle)
     assert resubmitted.args[:4] == job[:4]  # overrides, folder key, job number, job id (then Hydra's state)
+
+
+# Apptainer/Singularity and pyxis cannot be installed here (not packaged for Debian 12; pyxis is a plugin of
+# a site's srun): this `apptainer` reads the command line trainlab builds as Apptainer's `exec` does and
+# runs its Python in this machine's file system, to check what a job would start. Charliecloud and podman
+# run for real in tests/test_slurm.py.
+FAKE_APPTAINER = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+assert args.pop(0) == "exec", "apptainer exec"
+env, cwd, binds = {{}}, None, []
+while args[0].startswith("--"):
+    flag = args.pop(0)
+    if flag == "--nv":
+        continue
+    value = args.pop(0)
+    if flag == "--env":
+        env.update([value.split("=", 1)])
+    elif flag == "--pwd":
+        cwd = value
+    elif flag == "--bind":
+        assert os.path.exists(value.split(":")[0]), value
+        binds.append(value)
+    else:
+        sys.exit(f"apptainer: unknown flag {{flag}}")
+image = args.pop(0)
+with open({log!r}, "a") as log:
+    print(json.dumps(sys.argv[1:]), file=log)
+os.environ.update(env)
+os.chdir(cwd)
+os.execvp(args[0], args)
+"""
+
+
+@pytest.fixture
+def fake_apptainer(fake_slurm, tmp_path) -> Path:
+    """An `apptainer` on PATH (beside fake_slurm's srun); returns the log of its command lines."""
+    log = tmp_path / "apptainer.log"
+    script = tmp_path / "bin" / "apptainer"
+    script.write_text(FAKE_APPTAINER.format(python=sys.executable, log=str(log)))
+    script.chmod(0o755)
+    return log
+
+
+def job_script(fake_slurm) -> str:
+    executor = fake_slurm["executor"]
+    return executor._make_submission_file_text(executor._submitit_command_str, "0")
+
+
+def test_apptainer_jobs_start_python_in_the_image_with_the_projects_paths_bound_and_the_gpus(
+    fake_apptainer, fake_slurm, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    python = sys.executable  # the fake runs it outside any image: the one with trainlab's dependencies
+    image = "/images/trainlab.sif"
+    container = ["launcher.container.runtime=apptainer", f"launcher.container.image={image}"]
+    submit(tmp_path, monkeypatch, "trainer=gpu", *container, f"launcher.container.python={python}")
+
+    srun = next(line for line in job_script(fake_slurm).splitlines() if line.startswith("srun "))
+    words = srun.split()
+    start = words.index("apptainer")
+    assert words[start : start + 3] == ["apptainer", "exec", "--nv"]  # the job's GPU, as Apptainer wants
+    assert words[words.index(image) + 1 :][:4] == [python, "-u", "-m", "submitit.core._submit"]
+    binds = [words[i + 1] for i, word in enumerate(words) if word == "--bind"]
+    assert str(tmp_path) in binds  # the project (its multirun/ sweep folder and data below it)
+    env = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--env")
+    assert env["TRAINLAB_ROOT"] == str(tmp_path)
+    assert env["TRAINLAB_IMAGE"] == image and env["TRAINLAB_CONTAINER_RUNTIME"] == "apptainer"
+    assert env["PYTHONPATH"] == str(Path(__file__).parents[1] / "src")  # the code it was submitted with
+    # The check before submission started that same command once, with the probe's code.
+    (probe,) = map(json.loads, fake_apptainer.read_text().splitlines())
+    assert probe[: probe.index("-c")] == words[start + 1 : words.index(python) + 1]
+
+
+def test_pyxis_jobs_put_the_image_on_the_srun_line_and_python_is_the_images(
+    fake_slurm, tmp_path, monkeypatch
+):
+    container = ["launcher.container.runtime=pyxis", "launcher.container.image=lab/trainlab:1.2"]
+    submit(tmp_path, monkeypatch, "trainer=cpu", *container, "launcher.container.binds=[/scratch:/data]")
+
+    script = job_script(fake_slurm)
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--container-image=lab/trainlab:1.2" in srun.split()
+    mounts = next(w for w in srun.split() if w.startswith("--container-mounts=")).split("=", 1)[1].split(",")
+    assert f"{tmp_path}:{tmp_path}" in mounts and "/scratch:/data" in mounts
+    assert f"--container-workdir={Path.cwd()}" in srun.split()
+    assert srun.endswith("python -u -m submitit.core._submit " + str(fake_slurm["executor"].folder))
+    # pyxis keeps an image's variable unless named: the job's own values, exported by the batch script.
+    named = next(w for w in srun.split() if w.startswith("--container-env=")).split("=", 1)[1].split(",")
+    assert {"TRAINLAB_ROOT", "TRAINLAB_IMAGE", "TRAINLAB_CONTAINER_RUNTIME"} <= set(named)
+    assert f"export TRAINLAB_ROOT={tmp_path}" in script.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["launcher.container.runtime=docker"],
+            "launcher.container.runtime='docker': must be null or one of apptainer, singularity, "
+            "charliecloud, podman, pyxis",
+        ),
+        (["launcher.container.runtime=apptainer"], "launcher.container.image=None: must be the image to run"),
+        (
+            [
+                "launcher.container.runtime=podman",
+                "launcher.container.image=x",
+                "launcher.container.binds=[data]",
+            ],
+            "launcher.container.binds=['data']: must be a list of absolute host paths",
+        ),
+        (
+            ["launcher.container.runtime=apptainer", "launcher.container.image=x.sif"],
+            "launcher.container.runtime='apptainer': must be a runtime installed on this machine "
+            "(`apptainer` is not on PATH)",
+        ),
+    ],
+)
+def test_a_container_setting_that_cannot_run_is_one_line_and_exit_2_before_anything_is_submitted(
+    run_cli, tmp_path, overrides, message
+):
+    result = run_cli("launcher=slurm", "trainer=cpu", *overrides, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("multirun/*/.submitit"))

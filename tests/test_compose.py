@@ -26,7 +26,7 @@ from conftest import REPO, TINY, write_mnist
 from images import POSTGRES_IMAGE, TRAINLAB_IMAGE, base_image, postgres_image, trainlab_image
 
 TINY_RUN = " ".join([*TINY, "data.download=false"])
-WRONG_PASSWORD = "trainlab.stack: PostgreSQL at postgres:5432 refused user 'mlflow': wrong password."
+WRONG_PASSWORD = "trainlab.cluster.stack: PostgreSQL at postgres:5432 refused user 'mlflow': wrong password."
 
 
 def podman_compose() -> str:
@@ -217,8 +217,10 @@ def test_a_service_waits_for_the_one_it_needs_then_says_in_one_line_that_it_neve
     """The wait itself, without containers: no MLflow server behind the trainer's tracking URI."""
     uri = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TRAINLAB_STACK_WAIT_S": "3"}
-    cmd = [sys.executable, "-m", "trainlab.stack", "train"]
+    cmd = [sys.executable, "-m", "trainlab.cluster.stack", "train"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"trainlab.stack: The MLflow server at {uri} did not answer in 3 s (")
+    assert result.stderr.startswith(
+        f"trainlab.cluster.stack: The MLflow server at {uri} did not answer in 3 s ("
+    )
     assert len(result.stderr.strip().splitlines()) == 1

@@ -6,15 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, TRAIN, cli_env, mlflow_runs
+from conftest import REPO, TRAIN, cli_env, mlflow_runs, synthetic
 from trainlab.config import validate
 from trainlab.errors import ConfigError
 
-GROUPS = ["data", "model", "init", "optimizer", "regularizer", "norm", "trainer", "logger"]
+GROUPS = ["data", "augment", "model", "init", "optimizer", "regularizer", "norm", "trainer", "logger"]
 
 
 def options(group: str) -> list[str]:
@@ -22,11 +23,20 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("override", [f"{group}={option}" for group in GROUPS for option in options(group)])
-def test_every_option_of_every_group_composes_and_validates(compose, override):
+def test_every_option_of_every_group_composes_and_validates(compose, override, tmp_path):
     extra = {
         "norm=instance": ["model=simple_cnn"],
         "model=custom": ["model._target_=user_models.nets.TinyConvNet", "+model.width=4"],
+        # Its folder is checked for writing: one beside this test's outputs, not Hydra's (not set here).
+        "logger=tensorboard": [f"logger.tensorboard.save_dir={tmp_path}/tensorboard"],
+        "data=custom": ["data._target_=user_data.modules.Stripes", "+data.size=8"],
     }
+    if override == "data=image_folder":
+        extra[override] = [f"data.root={synthetic.write_image_folder(tmp_path, 2, 8, ('a', 'b'))}"]
+    if override == "data=arrays":
+        images, labels = synthetic.learnable_images(20, (10, 10), seed=0)
+        np.savez(tmp_path / "a.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+        extra[override] = [f"data.path={tmp_path / 'a.npz'}"]
     cfg = compose(override, *extra.get(override, []))
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': must be one of auto, cpu "):
@@ -188,7 +198,7 @@ def test_every_trainer_argument_can_be_set_without_a_plus(compose):
 
 
 def test_help_lists_every_group_and_option_as_hydra_does_and_the_composed_config(tmp_path):
-    """`--help` lists the groups from conf/ (trainlab.help) instead of composing each option; the list is
+    """`--help` lists the groups from conf/ (trainlab.cli.help) instead of composing each option; the list is
     the one Hydra's own (slow) listing gives, followed by the config the overrides compose."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
+from trainlab.cli.main import main
 from trainlab.config import validate
 from trainlab.errors import ConfigError
-from trainlab.training import main
 
 
 def options(group: str) -> list[str]:

@@ -17,12 +17,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
-from trainlab.callbacks import build_callbacks
 from trainlab.diagnostics import Diagnostics, check_diagnostics, saturation, sigmoid_derivative
-from trainlab.diagnostics_figures import load_run, plot_gradients
-from trainlab.diagnostics_figures import main as draw_figures
 from trainlab.errors import ConfigError, UserError
+from trainlab.figures.diagnostics import load_run, plot_gradients
+from trainlab.figures.diagnostics import main as draw_figures
 from trainlab.module import Classifier
+from trainlab.run.callbacks import build_callbacks
 
 # 180 training images in batches of 20: steps 0..8 in one epoch, sampled at 0, 4 and 8 (the last).
 DIAGNOSED = [*TINY, "diagnostics=on", "diagnostics.every_n_steps=4", "data.batch_size=20"]

@@ -35,7 +35,7 @@ SPEC_VARIANTS = {
     "overfitting": [{"variant": name} for name in ("baseline", "l2", "l1", "dropout", "dropout_l1")],
     "simple_cnn": [{}],
     "alexnet": [{}],
-    "cifar_regularization": [{"variant": name} for name in ("none", "l1", "l2", "elastic_net")],
+    "cifar_regularization": [{"variant": name} for name in ("none", "l1", "l2", "elastic_net", "flip_crop")],
     "cifar_normalization": [{"norm": name} for name in ("none", "batch", "layer", "instance")],
 }
 
@@ -103,6 +103,12 @@ SPEC_VARIANT_SETTINGS = {
     ("cifar_regularization", "l1"): {"regularizer.l1": 0.01, "regularizer.l2": 0.0},
     ("cifar_regularization", "l2"): {"regularizer.l1": 0.0, "regularizer.l2": 0.01},
     ("cifar_regularization", "elastic_net"): {"regularizer.l1": 0.01, "regularizer.l2": 0.01},
+    ("cifar_regularization", "flip_crop"): {
+        "regularizer.l1": 0.0,
+        "augment.name": "flip_crop",
+        "augment.padding": 4,
+        "augment.flip": 0.5,
+    },
 }
 
 REPORT = REPO / "src" / "report.py"
@@ -261,7 +267,7 @@ def _local_mlflow_store(monkeypatch):
 
 def report(capsys, root: Path, *args: str) -> tuple[int, str, str]:
     """`src/report.py ARGS` in this process (the CLI's own start-up is tested once, below)."""
-    from trainlab.report import main
+    from trainlab.figures.exercise import main
 
     capsys.readouterr()
     status = main([*args, f"paths.root_dir={root}"])
@@ -418,7 +424,7 @@ def test_an_exercise_title_stays_inside_a_one_panel_figure(experiment):
     from matplotlib.figure import Figure
     from omegaconf import OmegaConf
 
-    from trainlab.report import PANEL_WIDTH, fit
+    from trainlab.figures.exercise import PANEL_WIDTH, fit
 
     title = OmegaConf.load(REPO / "conf" / "experiment" / f"{experiment}.yaml").report.title
     figure = Figure(figsize=(PANEL_WIDTH, 3), layout="constrained")
@@ -432,7 +438,7 @@ def test_an_exercise_title_stays_inside_a_one_panel_figure(experiment):
 
 def test_ten_compared_curves_get_one_colour_per_std_and_one_style_per_norm():
     """batch_norm_init_std.png's last panel: 5 init stds × with/without BN must all be told apart."""
-    from trainlab.report import Variant, line_styles
+    from trainlab.figures.exercise import Variant, line_styles
 
     stds = ["1", "0.1", "0.01", "0.001", "0.0001"]
     variants = [

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from test_servers import free_port, responds, wait_until
 
 from conftest import TINY
-from trainlab.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, MlflowTracker, runs_table_url
+from trainlab.tracking.tracker import EXPERIMENT_KIND, MODEL_DEVELOPMENT, MlflowTracker, runs_table_url
 
 CHROMIUM = shutil.which("chromium")
 

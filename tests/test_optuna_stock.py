@@ -6,8 +6,10 @@ test says so. Also the name rule: who answers to `hydra/sweeper=optuna` when the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -22,7 +24,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from conftest import cli_env
 from hydra_plugins.trainlab_optuna_sweeper.config import MOTPESamplerConf
 from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space, to_distribution
+from hydra_plugins.trainlab_optuna_sweeper.search_space import (
+    from_config,
+    from_search_space,
+    parse_search_space,
+    to_distribution,
+)
 
 APPS = Path(__file__).parent / "optuna_apps"
 
@@ -80,6 +87,69 @@ def test_create_optuna_distribution_from_override(override, expected):
         assert sorted(map(str, actual.choices)) == sorted(map(str, expected.choices))
     else:
         assert actual == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # The stock plugin's cases for its deprecated `search_space` entries, in Optuna >= 3's classes.
+        ({"type": "categorical", "choices": [1, 2, 3]}, CategoricalDistribution([1, 2, 3])),
+        ({"type": "int", "low": 0, "high": 10}, IntDistribution(0, 10)),
+        ({"type": "int", "low": 0, "high": 10, "step": 2}, IntDistribution(0, 10, step=2)),
+        ({"type": "int", "low": 0, "high": 5}, IntDistribution(0, 5)),
+        ({"type": "int", "low": 1, "high": 100, "log": True}, IntDistribution(1, 100, log=True)),
+        ({"type": "float", "low": 0, "high": 1}, FloatDistribution(0, 1)),
+        ({"type": "float", "low": 0, "high": 10, "step": 2}, FloatDistribution(0, 10, step=2)),
+        ({"type": "float", "low": 1, "high": 100, "log": True}, FloatDistribution(1, 100, log=True)),
+    ],
+)
+def test_create_optuna_distribution_from_config(config, expected):
+    assert from_config("key", OmegaConf.create(config)) == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ({"type": "normal", "low": 0, "high": 1}, "hydra.sweeper.search_space.key={'type': 'normal'"),
+        ({"type": "float", "low": 0}, "hydra.sweeper.search_space.key={'type': 'float', 'low': 0}: must be"),
+        ({"type": "int", "low": 0, "high": 1, "q": 1}, "hydra.sweeper.search_space.key.q: not a key"),
+    ],
+)
+def test_a_search_space_entry_that_is_no_distribution_is_named_in_the_error(config, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        from_config("key", OmegaConf.create(config))
+
+
+@pytest.mark.parametrize(
+    ("search_space", "params", "message"),
+    [
+        (None, None, None),
+        ({}, {}, r"Both hydra.sweeper.params and hydra.sweeper.search_space are configured.*"),
+        (
+            {},
+            None,
+            r"`hydra.sweeper.search_space` is deprecated and will be removed in the next major release.*",
+        ),
+        (None, {}, None),
+    ],
+)
+def test_warnings(search_space, params, message):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from_search_space(search_space, params)
+    texts = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if message is None:
+        assert texts == []
+    else:
+        assert len(texts) == 1 and re.match(message, texts[0])
+
+
+def test_params_win_over_the_deprecated_search_space_and_it_is_used_alone():
+    with pytest.warns(UserWarning, match="Both"):
+        assert from_search_space({"x": {"type": "int", "low": 0, "high": 3}}, {"y": "choice(1, 2)"}) == {}
+    with pytest.warns(UserWarning, match="deprecated"):
+        space = from_search_space({"x": {"type": "int", "low": 0, "high": 3}}, None)
+    assert space == {"x": IntDistribution(0, 3)}
 
 
 @pytest.mark.parametrize(
@@ -161,6 +231,44 @@ def test_example_with_grid_sampler(num_trials, tmp_path):
     study = optuna.load_study(study_name="test-grid-sampler", storage=storage)
     assert len(study.trials) == num_trials
     assert len({tuple(t.params.values()) for t in study.trials}) == num_trials  # no point twice
+
+
+def test_example_with_deprecated_search_space(tmp_path):
+    """The stock 1.3 config with `hydra.sweeper.search_space` (no params) runs, with its warning."""
+    result = run_app(
+        "sphere.py", tmp_path / "sweep", f"--config-dir={APPS / 'test-conf'}",
+        "--config-name=test_deprecated_search_space", "hydra.job.chdir=True", "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.n_jobs=1",
+    )  # fmt: skip
+    returns = results(tmp_path / "sweep")
+    assert returns.name == "optuna"
+    assert abs(returns["best_params"]["x"]) <= 5.5
+    assert "`hydra.sweeper.search_space` is deprecated" in result.stderr
+    study = optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert {t.distributions["x"] for t in study.trials} == {FloatDistribution(-5.5, 5.5, step=0.5)}
+
+
+def test_a_search_space_entry_that_is_no_distribution_stops_the_sweep_before_a_trial(tmp_path):
+    result = run_app(
+        "sphere.py", tmp_path / "sweep", f"--config-dir={APPS / 'test-conf'}",
+        "--config-name=test_deprecated_search_space", "hydra.sweeper.search_space.x.type=normal", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "hydra.sweeper.search_space.x={'type': 'normal', 'low': -5.5, 'high': 5.5, 'step': 0.5}: must be"
+        in (result.stderr)
+    )
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_params_beside_the_deprecated_search_space_win_with_the_stock_warning(tmp_path):
+    result = run_app(
+        "sphere.py", tmp_path / "sweep", f"--config-dir={APPS / 'test-conf'}",
+        "--config-name=test_search_space_and_params", "hydra.sweeper.n_trials=2",
+    )  # fmt: skip
+    assert "Both hydra.sweeper.params and hydra.sweeper.search_space are configured" in result.stderr
+    study = optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert {tuple(t.params) for t in study.trials} == {("y",)}
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

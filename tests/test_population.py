@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import mlflow_runs
-from trainlab.data import build_datamodule
+from trainlab.data import build_datamodule, build_member_datamodule
 from trainlab.module import Classifier
 from trainlab.optim import OPTIMIZERS
 from trainlab.population.members import unsupported
@@ -155,6 +155,33 @@ def test_a_member_ends_an_epoch_with_the_weights_of_a_standalone_run(
         assert set(actual) == set(expected)
         for name in set(expected) - _noise_driven(standalone.model, option):
             torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_members_with_their_own_seed_and_fold_end_with_the_weights_of_their_standalone_runs(
+    compose, mnist_root: Path, norm: str
+) -> None:
+    """Per-member batches: each member its own data order (seed) and fold, still exactly its standalone
+    run after two epochs (allclose, rtol 1e-4; no dropout)."""
+    common = [f"data.root={mnist_root}", "data.batch_size=32", "model.hidden=[32,16]", f"norm={norm}"]
+    common += ["optimizer=momentum", "data.folds=3", "data.val_size=null"]
+    members = [[f"seed={seed}", f"data.fold={fold}"] for seed in (3, 4) for fold in (0, 2)]
+    cfgs = [compose(*common, *m) for m in members]
+    configs = [_resolved(cfg) for cfg in cfgs]
+    datamodule = build_member_datamodule([cfg.data for cfg in cfgs], [c["seed"] for c in configs])
+    population = PopulationClassifier(configs, datamodule.image_shape, datamodule.num_classes)
+    _fit(population, datamodule, epochs=2)
+    for k, (cfg, config) in enumerate(zip(cfgs, configs, strict=True)):
+        L.seed_everything(config["seed"], verbose=False)
+        standalone = Classifier(config, datamodule.image_shape, datamodule.num_classes)
+        _fit(standalone, build_datamodule(cfg.data, seed=config["seed"]), epochs=2)
+        expected, actual = standalone.model.state_dict(), population.net.member_state(k)
+        assert set(actual) == set(expected)
+        for name in expected:
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
+    # The members did differ: different seeds and folds, different weights.
+    first, other = population.net.member_state(0), population.net.member_state(3)
+    assert not all(torch.allclose(first[name], other[name]) for name in first)
 
 
 def _noise_driven(network: torch.nn.Module, option: str) -> set[str]:
@@ -320,8 +347,9 @@ def test_members_that_cannot_share_a_network_are_a_one_line_error(run_cli, mnist
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: population: members 0 and 1 differ in model.hidden ([8] vs [16]); a population may vary only "
-        "the optimiser's numbers, regularizer.l1/l2, the init, the seed and model.dropout"
+        "error: population: members 0 and 1 differ in model.hidden ([8] vs [16]); a population may vary "
+        "only the optimiser's numbers, the schedule, regularizer.l1/l2, the init, the seed, data.fold and "
+        "model.dropout"
     )
 
 
@@ -367,8 +395,13 @@ def test_an_experiment_runs_as_one_population_and_its_report_reads_each_variant(
     assert "dropout 0.08 + L1 λ=0.004" in report.stdout
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [[], ["scheduler=warmup_cosine", "scheduler.warmup=30"]],
+    ids=["constant_lr", "warmup_cosine"],
+)
 def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_uninterrupted_one(
-    run_cli, tmp_path
+    run_cli, tmp_path, schedule
 ):
     import signal
     import subprocess
@@ -378,7 +411,10 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_u
     from conftest import TRAIN, cli_env, write_mnist
 
     job = [
-        "population=[{overrides:['optimizer.lr=0.05']},{overrides:['optimizer.lr=0.02','seed=4']}]",
+        "population=[{overrides:['optimizer.lr=0.05']},{overrides:['optimizer.lr=0.02','seed=4'"
+        + (",'scheduler.warmup=45'" if schedule else "")
+        + "]}]",
+        *schedule,
         "model=simple_cnn",
         "model.dropout=0.2",
         "data.batch_size=10",
@@ -502,3 +538,114 @@ def test_a_multi_objective_trial_runs_alone_not_in_a_population():
     why = unsupported(OmegaConf.create({"optimized_metric": ["val/acc", "weights/zero_fraction"]}))
     assert why is not None and why.startswith("optimized_metric is a list")
     assert unsupported(OmegaConf.create({"optimized_metric": "val/acc"})) is None
+
+
+SCHEDULE_MEMBERS = {
+    # A step schedule: the warm-up length, the cosine's end and its floor differ per member.
+    "step": (
+        ["scheduler=warmup_cosine"],
+        [
+            ["scheduler.warmup=2", "scheduler.start_factor=0.1"],
+            ["scheduler.warmup=5", "scheduler.T_max=9", "scheduler.eta_min=0.001"],
+        ],
+    ),
+    # An epoch schedule: γ differs; the second epoch runs at each member's own decayed rate.
+    "epoch": (
+        ["scheduler=step", "scheduler.step_size=1"],
+        [["scheduler.gamma=0.5"], ["scheduler.gamma=0.1"]],
+    ),
+}
+
+
+@pytest.mark.parametrize("option", ["sgd", "adam"])
+@pytest.mark.parametrize("interval", sorted(SCHEDULE_MEMBERS))
+def test_a_member_with_its_own_schedule_ends_with_the_weights_of_a_standalone_run(
+    compose, mnist_root: Path, option: str, interval: str
+) -> None:
+    """Members whose schedules differ in their numbers, over 2 epochs of 4 steps: member k's weights equal a
+    standalone run of its config (Lightning stepping torch's scheduler), as for the optimisers."""
+    schedule, numbers = SCHEDULE_MEMBERS[interval]
+    lr = {"sgd": 0.1, "adam": 0.003}[option]
+    common = [
+        f"data.root={mnist_root}",
+        "data.batch_size=50",
+        "model.hidden=[16]",
+        f"optimizer={option}",
+        *schedule,
+    ]
+    members = [
+        [f"optimizer.lr={lr}", "seed=1", *numbers[0]],
+        [f"optimizer.lr={lr / 2}", "seed=2", *numbers[1]],
+    ]
+    configs = [_resolved(compose(*common, *m)) for m in members]
+    datamodule = build_datamodule(compose(*common).data, seed=7)
+    population = PopulationClassifier(configs, datamodule.image_shape, datamodule.num_classes)
+    _fit(population, datamodule, epochs=2)
+    for k, config in enumerate(configs):
+        L.seed_everything(config["seed"], verbose=False)
+        standalone = Classifier(config, datamodule.image_shape, datamodule.num_classes)
+        _fit(standalone, build_datamodule(compose(*common).data, seed=7), epochs=2)
+        assert population.schedules[k].lr == standalone.trainer.optimizers[0].param_groups[0]["lr"]
+        expected, actual = standalone.model.state_dict(), population.net.member_state(k)
+        for name in expected:
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_searched_schedule_and_early_stopping_in_a_population_each_member_stops_on_its_own(
+    run_cli, mnist_root, tmp_path
+):
+    """Optuna searches lr and the warm-up (hparams_search=warmup_cosine) in one population of 4; train/loss
+    must fall by 1e-3 an epoch: the lr 1e-7 members stop after epoch 1 and leave, the others train on. A
+    stopped trial is COMPLETE with its best val/acc, tested on its own best checkpoint."""
+    run_cli(
+        "-m",
+        "hparams_search=warmup_cosine",
+        "hydra/sweeper/sampler=brute_force",
+        "optimizer.lr=choice(0.1, 1e-7)",
+        "scheduler.warmup=choice(1, 2)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.population=4",
+        "trainer.max_epochs=4",
+        "callbacks.early_stopping.enabled=true",
+        "callbacks.early_stopping.monitor=train/loss",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1e-3",
+        *QUIET,
+    )
+    study = _study(tmp_path)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert len(list(tmp_path.glob("multirun/*/*/population.json"))) == 1  # one population
+    runs = {r.info.run_id: r for r in mlflow_runs(tmp_path)}
+    for trial in study.trials:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        assert int(run.data.params["scheduler.warmup"]) == trial.params["scheduler.warmup"]
+        if trial.params["optimizer.lr"] == 1e-7:
+            assert run.data.tags["early_stopping.epoch"] == "1"
+            assert len(trial.intermediate_values) == 2
+        else:
+            assert "early_stopping.epoch" not in run.data.tags
+            assert len(trial.intermediate_values) == 4
+        assert trial.value == max(trial.intermediate_values.values())  # its best epoch's val/acc
+    [last] = tmp_path.glob("multirun/*/*/checkpoints/last.ckpt")
+    assert len(torch.load(last, weights_only=True)["population_members"]) == 2
+    assert len(list(tmp_path.glob("multirun/*/*/member_*/checkpoints/best.ckpt"))) == 4
+
+
+def test_a_grid_sweep_trains_in_populations_by_default_and_one_job_a_trial_with_population_1(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli("-m", "seed=0,1,2", "trainer.max_epochs=1", *QUIET)
+    [job] = [p.parent for p in tmp_path.glob("multirun/*/*/population.json")]  # 3 seeds, one job
+    runs = mlflow_runs(tmp_path)
+    assert len(runs) == 3 and {r.data.tags["population.job"] for r in runs} == {job.name}
+    assert len({r.data.metrics["train/loss"] for r in runs}) == 3  # each its own init and data order
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "data").symlink_to(tmp_path / "data")
+    run_cli("-m", "seed=0,1,2", "trainer.max_epochs=1", "hydra.sweeper.population=1", *QUIET, root=alone)
+    assert not list(alone.glob("multirun/*/*/population.json"))
+    sequential = {r.data.params["seed"]: r.data.metrics["train/loss"] for r in mlflow_runs(alone)}
+    together = {r.data.params["seed"]: r.data.metrics["train/loss"] for r in runs}
+    assert together == pytest.approx(sequential, rel=1e-4)  # the same runs either way

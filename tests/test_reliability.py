@@ -64,13 +64,18 @@ SLOW = [
 ]
 
 
-def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tmp_path):
+# A step schedule whose warm-up spans the kill: the resumed run must continue it from the same step.
+SCHEDULE = ["scheduler=warmup_cosine", "scheduler.warmup=30", "scheduler.start_factor=0.1"]
+
+
+@pytest.mark.parametrize("schedule", [[], SCHEDULE], ids=["constant_lr", "warmup_cosine"])
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tmp_path, schedule):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     for root in (straight, killed):
         write_mnist(root / "data", n_train=556, n_test=50)
-    run_cli(*SLOW, root=straight)
+    run_cli(*SLOW, *schedule, root=straight)
 
-    process = start_cli(killed, *SLOW)
+    process = start_cli(killed, *SLOW, *schedule)
     wait_for(lambda: last_checkpoint(killed) is not None, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -79,7 +84,7 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tm
     [run] = mlflow_runs(killed)
     assert run.info.status == "RUNNING"  # until it is resumed
 
-    run_cli(*SLOW, "ckpt_path=last", root=killed)
+    run_cli(*SLOW, *schedule, "ckpt_path=last", root=killed)
     expected, resumed = final_state(straight), final_state(killed)
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
@@ -107,7 +112,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_marks_the_run_killed(tmp_path,
 def test_a_second_signal_exits_at_once(tmp_path):
     code = (
         "import os, signal, time\n"
-        "from trainlab.interrupts import graceful_interrupts\n"
+        "from trainlab.run.interrupts import graceful_interrupts\n"
         "with graceful_interrupts():\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
@@ -202,11 +207,13 @@ def test_server_that_vanishes_mid_run_loses_nothing(tmp_path):
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]  # training completed without the server
         [spool] = tmp_path.glob("outputs/*/*/mlflow_spool.jsonl")
-        assert f"python -m trainlab.spool {spool}" in stdout + stderr
+        assert f"python -m trainlab.tracking.spool {spool}" in stdout + stderr
 
         server.start()
         sent = subprocess.run(
-            [sys.executable, "-m", "trainlab.spool", str(spool), server.uri], capture_output=True, text=True
+            [sys.executable, "-m", "trainlab.tracking.spool", str(spool), server.uri],
+            capture_output=True,
+            text=True,
         )
         assert sent.returncode == 0, sent.stderr
         assert not spool.exists()
@@ -321,7 +328,7 @@ def test_the_cli_exit_skips_teardown_but_not_threads_exit_handlers_or_output(tmp
     unflushed output all finish before the process goes, and the exit code is the one `sys.exit` gives."""
     script = f"""
 import atexit, pathlib, sys, threading, time
-from trainlab.fast_exit import run_then_exit
+from trainlab.cli.fast_exit import run_then_exit
 folder = pathlib.Path(sys.argv[1])
 
 def write_late():

@@ -188,8 +188,8 @@ def test_processes_opening_a_new_postgresql_study_at_once_take_turns_creating_it
 
     import optuna
 
-    from trainlab.creation_lock import creation_lock
-    from trainlab.trial import open_storage
+    from trainlab.run.trial import open_storage
+    from trainlab.tracking.creation_lock import creation_lock
 
     url = f"{postgres}/optuna"
     with ThreadPoolExecutor(4) as pool:

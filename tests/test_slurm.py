@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pickle
+import platform
 import re
 import shutil
 import socket
@@ -24,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TRAIN, cli_env, mlflow_runs, write_mnist
+from images import base_image, charliecloud_directory, cluster_image, pypy_image, trainlab_image
 
 # One cluster, one process: this module runs in a pytest invocation of its own (`pytest -m slurm`, the
 # second half of the README's test command); `pytest -n 2` leaves it out (pyproject.toml's addopts).
@@ -38,6 +40,10 @@ RUN += ["callbacks.progress_bar.refresh_rate=0"]
 STEPS = 3 * 50
 # What a user with a CPU-only cluster types (issue 15).
 CPU_JOB = ["trainer=cpu", "launcher.cpus=1", "launcher.mem=2", *RUN, "data.batch_size=10"]
+# The preempted job, and the uninterrupted run it must equal: a wider MLP (3.8 M parameters), whose 150 steps
+# take seconds, not the fraction of a second in which an idle machine trains the default one, so that each
+# signal arrives mid-run.
+PREEMPTED = [*CPU_JOB, "optimizer.lr=0.01", "model.hidden=[1000,1000,1000,1000]"]
 # The same run as DDP over two SLURM tasks (global batch 10): on one node, and one task on each of two nodes.
 DDP = ["trainer=ddp_cpu", *RUN, "data.batch_size=5", "optimizer.lr=0.01"]
 DDP_JOBS = {"one_node": DDP, "two_nodes": [*DDP, "trainer.devices=1", "trainer.num_nodes=2"]}
@@ -155,12 +161,13 @@ def final_metrics(run) -> dict[str, float]:
 @pytest.fixture(scope="session")
 def sweeps(slurm, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
     """Sweeps that need nothing from each other, started together so that their waits overlap: issue 15's
-    grid of two learning rates ("grid": also the uninterrupted runs that the preempted and the DDP jobs
-    are compared with) and the DDP jobs."""
+    grid of two learning rates ("grid": also the uninterrupted runs that the DDP jobs are compared with),
+    the uninterrupted run the preempted jobs must equal, and the DDP jobs."""
     started = {}
     grids = {
         "grid": [*CPU_JOB, "optimizer.lr=0.01,0.1"],
         "population": [*CPU_JOB, "optimizer.lr=0.01,0.1", "hydra.sweeper.population=2"],
+        "preemption_reference": PREEMPTED,
     }
     for name, overrides in {**grids, **DDP_JOBS}.items():
         root = tmp_path_factory.mktemp(name)
@@ -171,19 +178,70 @@ def sweeps(slurm, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
         sweep.process.kill()  # ended already, unless a test failed first
 
 
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """The images the container tests run, built with podman (tests/images.py): the project's own with
+    the Slurm client (docker/cluster: jobs requeue themselves with scontrol) as podman runs it, and as a
+    Charliecloud directory image; a Debian image whose Python is PyPy (3.9), and Debian's own Python
+    without trainlab's dependencies, both to be refused."""
+    if shutil.which("ch-run") is None or shutil.which("ch-convert") is None:
+        pytest.skip("Charliecloud is not installed (.ci/services.sh installs it)")
+    cluster = cluster_image(trainlab_image(base := base_image()))
+    pypy = pypy_image(base)
+    return {
+        "podman": cluster,
+        "charliecloud": charliecloud_directory(cluster),
+        "pypy": charliecloud_directory(pypy),
+        "bare": charliecloud_directory(base),
+    }
+
+
+def in_container(images: dict[str, str], runtime: str) -> list[str]:
+    return [f"launcher.container.runtime={runtime}", f"launcher.container.image={images[runtime]}"]
+
+
+@pytest.fixture(scope="session")
+def container_sweeps(slurm, images, tmp_path_factory) -> Iterator[dict[str, Sweep]]:
+    """Issue 29's sweeps in containers, started together: a grid of two learning rates in Charliecloud and
+    in podman, CPU DDP as 2 tasks, and the grid as one population (one job) in Charliecloud."""
+    started = {}
+    sweeps = {
+        "charliecloud": [*CPU_JOB, "optimizer.lr=0.01,0.1", *in_container(images, "charliecloud")],
+        "podman": [*CPU_JOB, "optimizer.lr=0.01,0.1", *in_container(images, "podman")],
+        "charliecloud_ddp": [*DDP, *in_container(images, "charliecloud")],
+        "charliecloud_population": [
+            *CPU_JOB,
+            "optimizer.lr=0.01,0.1",
+            "hydra.sweeper.population=2",
+            *in_container(images, "charliecloud"),
+        ],
+    }
+    for name, overrides in sweeps.items():
+        root = tmp_path_factory.mktemp(name)
+        write_mnist(root / "data", **DATA)
+        started[name] = Sweep(slurm, root, *overrides)
+    yield started
+    for sweep in started.values():
+        sweep.process.kill()
+
+
 def uninterrupted(sweeps: dict[str, Sweep]):
     """The grid's MLflow run with the settings of the preempted and the DDP jobs (lr 0.01)."""
     assert sweeps["grid"].result().returncode == 0
     return next(r for r in mlflow_runs(sweeps["grid"].root) if r.data.params["optimizer.lr"] == "0.01")
 
 
+@pytest.mark.parametrize("runtime", [None, "charliecloud"])
 def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_as_uninterrupted(
-    sweeps, slurm, tmp_path
+    sweeps, slurm, tmp_path, request, runtime
 ):
     """USR1 (Lightning's and SLURM's convention: trainlab requeues with scontrol), then USR2 (submitit's:
-    submitit requeues), each while the job trains: both save, requeue under the same id and resume."""
+    submitit requeues), each while the job trains: both save, requeue under the same id and resume. In a
+    container too, where the signals reach the Python that Charliecloud's ch-run became, and scontrol is
+    the image's, talking to the cluster through the bound config and munge socket."""
     write_mnist(tmp_path / "data", **DATA)
-    hydra = Sweep(slurm, tmp_path, *CPU_JOB, "optimizer.lr=0.01")
+    container = in_container(request.getfixturevalue("images"), runtime) if runtime else []
+    hydra = Sweep(slurm, tmp_path, *PREEMPTED, *container)
     last = lambda: next(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt"), None)  # noqa: E731
     stopped_at: list[int] = []
     for signal in ("USR1", "USR2"):
@@ -203,9 +261,12 @@ def test_usr1_then_usr2_requeue_the_job_which_resumes_and_ends_as_the_same_run_a
     (run,) = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert "failure_reason" not in run.data.tags
-    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted(sweeps)), abs=1e-6)
-    grid = sweeps["grid"].root
-    expected = torch.load(next(grid.glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
+    reference = sweeps["preemption_reference"]
+    assert reference.result().returncode == 0, reference.result().stderr[-3000:]
+    (straight,) = mlflow_runs(reference.root)
+    assert final_metrics(run) == pytest.approx(final_metrics(straight), abs=1e-6)
+    assert run.data.tags.get("container.runtime") == runtime
+    expected = torch.load(next(reference.root.glob("multirun/*/0/checkpoints/last.ckpt")), weights_only=True)
     resumed = torch.load(last(), weights_only=True)
     assert resumed["global_step"] == expected["global_step"]
     for key, value in expected["state_dict"].items():
@@ -321,3 +382,77 @@ def test_gpu_requests_become_sbatch_lines_that_slurm_schedules_on_its_gpu_nodes(
     result = hydra.result()
     assert result.returncode == 1
     assert f"SLURM job {job.name} ended without a result (state: CANCELLED" in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["charliecloud", "podman"])
+def test_a_grid_sweep_in_containers_runs_both_jobs_in_the_image_as_this_machines_python_would(
+    container_sweeps, sweeps, images, runtime
+):
+    root, result = container_sweeps[runtime].root, container_sweeps[runtime].result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    script = next(root.glob("multirun/*/.submitit/*/*_submission.sh")).read_text()
+    assert {"charliecloud": "ch-run", "podman": "podman run"}[runtime] in script
+    runs = {run.data.params["optimizer.lr"]: run for run in mlflow_runs(root)}
+    assert sorted(runs) == ["0.01", "0.1"]
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    for run in runs.values():  # where each ran: the image's Python (Debian's 3.11.2, not this one)
+        assert run.data.tags["container.runtime"] == runtime
+        assert run.data.tags["container.image"] == images[runtime]
+        assert run.data.params["env.python"] != platform.python_version()
+    if runtime == "podman":
+        assert runs["0.01"].data.tags["container.digest"].startswith("sha256:")
+    # The same numbers as this machine's Python gives (same torch wheels, same seed and batches).
+    assert final_metrics(runs["0.01"]) == pytest.approx(final_metrics(uninterrupted(sweeps)), abs=1e-6)
+
+
+def test_a_population_in_a_container_is_one_job_whose_members_match_the_grids_runs(container_sweeps, sweeps):
+    root, result = (
+        container_sweeps["charliecloud_population"].root,
+        container_sweeps["charliecloud_population"].result(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(submitit_folders(root)) == 1
+    runs = {run.data.params["optimizer.lr"]: run for run in mlflow_runs(root)}
+    assert sorted(runs) == ["0.01", "0.1"]
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    assert {run.data.tags["container.runtime"] for run in runs.values()} == {"charliecloud"}
+    grid = {run.data.params["optimizer.lr"]: run for run in mlflow_runs(sweeps["grid"].root)}
+    for lr, run in runs.items():
+        assert run.data.metrics["val/loss"] == pytest.approx(grid[lr].data.metrics["val/loss"], rel=1e-3)
+
+
+def test_ddp_as_two_containerised_tasks_is_one_run_matching_one_process(container_sweeps, sweeps, slurm):
+    result = container_sweeps["charliecloud_ddp"].result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = mlflow_runs(container_sweeps["charliecloud_ddp"].root)
+    assert run.info.status == "FINISHED" and run.data.tags["container.runtime"] == "charliecloud"
+    assert final_metrics(run) == pytest.approx(final_metrics(uninterrupted(sweeps)), abs=1e-4)
+    (job,) = submitit_folders(container_sweeps["charliecloud_ddp"].root)
+    step = scheduler("sacct", "-n", "-P", "-j", f"{job.name}.0", "-o", "NTasks", env=slurm)
+    assert step.split() == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("image", "python", "message"),
+    [
+        ("pypy", "pypy3", "must be an image whose `pypy3` is Python {version} like this one (it is 3.9."),
+        (
+            "bare",
+            "python3",
+            "must be an image with trainlab's dependencies (torch, lightning, hydra, submitit, mlflow "
+            "missing)",
+        ),
+    ],
+)
+def test_an_image_the_jobs_cannot_run_in_is_refused_in_one_line_before_anything_is_submitted(
+    slurm, images, tmp_path, image, python, message
+):
+    settings = ["launcher.container.runtime=charliecloud", f"launcher.container.image={images[image]}"]
+    hydra = Sweep(slurm, tmp_path, *CPU_JOB, *settings, f"launcher.container.python={python}")
+    result = hydra.result()
+    assert result.returncode == 2
+    version = ".".join(map(str, sys.version_info[:2]))
+    assert result.stderr.startswith(f"error: launcher.container.image='{images[image]}': ")
+    assert message.format(version=version) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("multirun/*/.submitit"))

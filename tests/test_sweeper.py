@@ -190,6 +190,37 @@ def test_pruner_stops_a_hopeless_trial_after_its_first_epoch_and_keeps_its_curve
     assert run.data.metrics["val/acc"] == pytest.approx(hopeless.intermediate_values[0])
 
 
+@pytest.mark.parametrize(
+    ("pruner", "target"),
+    [
+        ("median", "optuna.pruners.MedianPruner"),
+        ("successive_halving", "optuna.pruners.SuccessiveHalvingPruner"),
+        ("hyperband", "optuna.pruners.HyperbandPruner"),
+        (None, None),  # no choice: no pruner
+    ],
+)
+def test_the_documented_pruner_group_choice_composes_to_that_pruner(run_cli, tmp_path, pruner, target):
+    """The sweeper node's own `pruner: null` must not override the group's choice."""
+    choice = [f"hydra/sweeper/pruner={pruner}"] if pruner else []
+    result = run_cli("hparams_search=lr", *choice, "--cfg=hydra", "--package=hydra.sweeper")
+    assert OmegaConf.select(OmegaConf.create(result.stdout), "pruner._target_") == target
+
+
+def test_pruner_median_as_documented_prunes_a_trial_below_the_median_of_the_earlier_ones(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli(
+        "-m", *TINY, "trainer.max_epochs=3", "hparams_search=lr", "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1", "hydra/sweeper/sampler=brute_force",
+        "hydra.sweeper.sampler.seed=0", "optimizer.lr=choice(1e-6, 0.1)", "hydra.sweeper.n_trials=2",
+    )  # fmt: skip
+    first, second = sorted(load_study(tmp_path).trials, key=lambda t: t.number)
+    # The seeded brute-force order: the good rate first sets the median, the hopeless one falls below it.
+    assert first.params["optimizer.lr"] == 0.1 and first.state == TrialState.COMPLETE
+    assert second.params["optimizer.lr"] == 1e-6 and second.state == TrialState.PRUNED
+    assert list(second.intermediate_values) == [0] and second.intermediate_values[0] < first.value
+
+
 def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cli, mnist_root, tmp_path):
     result = run_cli(
         "-m", *TINY, *RANDOM, "trainer.max_epochs=2", "hparams_search=lr", SAFE_LR,

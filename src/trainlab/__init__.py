@@ -1,2 +1,7 @@
 """trainlab: compose model, init, optimizer, regularizer and norm with Hydra; train with Lightning;
-log to MLflow."""
+log to MLflow. From Python (a notebook): `trainlab.train`, `sweep`, `results`, `curves`, `report`
+(trainlab/api.py; each imports what it needs when called)."""
+
+from trainlab.api import Run, curves, report, results, sweep, train
+
+__all__ = ["Run", "curves", "report", "results", "sweep", "train"]

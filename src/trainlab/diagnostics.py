@@ -21,9 +21,9 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainlab.config import fail
+from trainlab.errors import fail
 from trainlab.models.layers import ACTIVATIONS
-from trainlab.tracking import log_points
+from trainlab.tracking.tracker import log_points
 
 # Each module's activation name ("sigmoid", ...) by its type: the inverse of the models' registry.
 ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
@@ -114,6 +114,16 @@ def find_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module | None, str
     return [tuple(entry) for entry in found]
 
 
+def tensorboard_writers(trainer: Trainer) -> list[Any]:
+    """The SummaryWriters of the run's TensorBoard loggers (global rank 0 only). MLflow stores no
+    histograms (mlflow#8145): TensorBoard gets each layer's activations and weight gradients at every
+    sampled step, the vanishing gradient's picture over time (one device sync per histogram)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    loggers = trainer.loggers if trainer.is_global_zero else []
+    return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
+
+
 class Diagnostics(Callback):
     """Every `every_n_steps` optimiser steps (and at step 0) records, for layer k = 1, 2, … in depth order:
 
@@ -122,6 +132,7 @@ class Diagnostics(Callback):
     - `act_mean/layerk`, `act_std/layerk`: of the activation that follows the layer, over the batch;
     - `saturation/layerk`: the fraction of those activations with f'(x) < `saturated_below[activation]`.
 
+    With a TensorBoard logger, also each layer's activation and gradient histograms at those steps.
     At `histogram_steps` (−1: the last step) it keeps histograms of each activation, written at the end of
     training to `<run dir>/diagnostics/activations.json` and logged as an MLflow artifact. Metrics are
     buffered on the device and sent with `log_points` at an epoch's end at most every FLUSH_SECONDS, and at
@@ -143,6 +154,7 @@ class Diagnostics(Callback):
         self._before: list[torch.Tensor] = []
         self._pending: list[tuple[str, int, torch.Tensor]] = []
         self._histograms: list[dict[str, Any]] = []
+        self._writers: list[Any] = []  # TensorBoard's SummaryWriters, if any (logger=[…,tensorboard])
         self._flushed_at = time.monotonic()
 
     def layer_name(self, index: int) -> str:
@@ -150,6 +162,7 @@ class Diagnostics(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.layers = find_layers(pl_module)
+        self._writers = tensorboard_writers(trainer)
         last = trainer.estimated_stepping_batches - 1
         self._histogram_at = {
             int(last) if step == -1 else step
@@ -182,6 +195,8 @@ class Diagnostics(Callback):
         if activation in self.saturated_below:
             fraction = saturation(activation, y, self.saturated_below[activation])
             self._pending.append((f"saturation/{layer}", self._step, fraction))
+        for writer in self._writers:
+            writer.add_histogram(f"activation/{layer}", y, self._step)
         if self._step in self._histogram_at:
             low, high = HISTOGRAM_RANGES.get(activation) or (y.min().item(), y.max().item())
             counts = torch.histc(y, self.bins, low, high)
@@ -203,6 +218,10 @@ class Diagnostics(Callback):
             weight = layer.weight
             if weight.grad is not None:
                 self._pending.append((f"grad_norm/{self.layer_name(index)}", self._step, weight.grad.norm()))
+                for writer in self._writers:
+                    writer.add_histogram(
+                        f"gradient/{self.layer_name(index)}", weight.grad.float(), self._step
+                    )
             self._before.append(weight.detach().clone())
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
@@ -224,7 +243,8 @@ class Diagnostics(Callback):
         points = [(name, value, step) for (name, step, _), value in zip(self._pending, values, strict=True)]
         self._pending = []
         if trainer.is_global_zero:
-            log_points(trainer.logger, points)
+            for logger in trainer.loggers:
+                log_points(logger, points)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:

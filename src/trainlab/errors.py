@@ -1,4 +1,10 @@
-"""User mistakes, reported as one line and a non-zero exit instead of a traceback."""
+"""User mistakes, reported as one line and a non-zero exit instead of a traceback, and the one format of
+that line for a config value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class UserError(Exception):
@@ -19,3 +25,14 @@ class CheckpointError(UserError):
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the run stops at once rather than train on garbage."""
+
+
+def fail(key: str, value: Any, allowed: str) -> ConfigError:
+    """The project's one error format: `key=value: must be <allowed>`."""
+    return ConfigError(f"{key}={value!r}: must be {allowed}")
+
+
+def check_choice(key: str, value: Any, choices: Mapping[str, Any] | tuple[str, ...]) -> None:
+    """Raise unless `value` names one of `choices` (a registry or a tuple of names)."""
+    if value not in choices:
+        raise fail(key, value, "one of " + ", ".join(sorted(choices)))

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from trainlab.config import check_choice
+from trainlab.errors import check_choice
 
 INITS: dict[str, Callable[[DictConfig, float], float] | None] = {
     "default": None,

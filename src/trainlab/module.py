@@ -2,7 +2,8 @@
 configured optimiser and weight penalty, and logs per-epoch metrics.
 
 Metrics: train/loss (cross-entropy, comparable with val/loss), train/penalty (the regulariser's term;
-the optimiser minimises loss + penalty), train/acc, val/loss, val/acc, test/loss, test/acc, and
+the optimiser minimises loss + penalty), train/acc, train/lr (the learning rate of the epoch's last step),
+val/loss, val/acc, test/loss, test/acc, and
 weights/zero_fraction (the share of penalisable weights with |w| < 1e-3: at each validation, and at the
 test, of the tested weights), whatever the regulariser, so sparsity can be an objective.
 """
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab.augment import build_augmentation
+from trainlab.data import epoch_batches
 from trainlab.errors import Diverged
 from trainlab.init import initialize
 from trainlab.models import build_model
@@ -27,6 +30,19 @@ from trainlab.regularizers import (
     weight_penalty,
     zero_fraction,
 )
+from trainlab.scheduler import build_scheduler, lightning_config, planned_length
+
+# The metrics logged at every epoch's end (by a population too), so the ones a callback or a schedule may
+# watch: a `monitor` outside them is a config mistake caught before the run starts.
+EPOCH_METRICS = (
+    "train/loss",
+    "train/acc",
+    "train/penalty",
+    "train/lr",
+    "val/loss",
+    "val/acc",
+    "weights/zero_fraction",
+)
 
 
 class Classifier(L.LightningModule):
@@ -34,13 +50,24 @@ class Classifier(L.LightningModule):
 
     `config` is the run's resolved config as plain containers: it is stored in every checkpoint
     (loadable with `weights_only=True`) so `Classifier.load_from_checkpoint(path)` rebuilds the run.
+    `class_names` (the data's names of labels 0…C−1) are stored with it, so a prediction can name its class.
+    Training batches are augmented by the config's `augment` group (`trainlab.augment`).
     """
 
-    def __init__(self, config: dict[str, Any], image_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        image_shape: tuple[int, ...],
+        num_classes: int,
+        class_names: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         cfg = OmegaConf.create(config)
+        self.augmentation = build_augmentation(cfg.get("augment"))
+        self.seed = int(cfg.get("seed") or 0)
         self.optimizer_cfg: DictConfig = cfg.optimizer
+        self.scheduler_cfg: DictConfig = cfg.get("scheduler") or OmegaConf.create({"name": "none"})
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
         self.model = build_model(cfg.model, cfg.norm, tuple(image_shape), num_classes)
         initialize(self.model, cfg.init)
@@ -50,6 +77,12 @@ class Classifier(L.LightningModule):
             self.model.compile()
         self.penalized = penalized_weights(self.model)
         self.penalize_activations = cfg.regularizer.get("target", "weights") == "activations"
+        # `trainer.detect_anomaly`: torch names the backward op that makes NaN; forward hooks name the layer
+        # whose output first stopped being finite (the usual case: the loss is NaN before any backward).
+        self.first_non_finite: str | None = None
+        if cfg.get("trainer", {}).get("detect_anomaly", False):
+            for name, layer in self.model.named_modules(prefix="model"):
+                layer.register_forward_hook(self._watch_finite(name))
         if self.penalize_activations:
             last_hidden_activation(self.model).register_forward_hook(self._keep_activations)
         # The epoch's running sums on the device, float32 whatever the precision: per split [Σ loss·n,
@@ -75,8 +108,23 @@ class Classifier(L.LightningModule):
         """Forward hook: the last hidden layer's output, for `regularizer.target=activations`."""
         self.hidden_activations = output
 
+    def _watch_finite(self, name: str) -> Any:
+        def hook(layer: torch.nn.Module, inputs: Any, output: Any) -> None:
+            if (
+                self.first_non_finite is None
+                and isinstance(output, torch.Tensor)
+                and not output.is_meta  # the preflight's step: shapes only
+                and not torch.isfinite(output).all()
+            ):
+                self.first_non_finite = f"{name} ({type(layer).__name__})"
+
+        return hook
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._evaluate(batch, "train")
+        self.first_non_finite = None
+        images, labels = batch
+        images = self.augmentation(images, self.seed, self.current_epoch, batch_idx)
+        loss = self._evaluate((images, labels), "train")
         if self.l1 or self.l2:
             penalty = (
                 activation_penalty(self.hidden_activations, self.l1, self.l2)
@@ -93,10 +141,21 @@ class Classifier(L.LightningModule):
         """Stop at the first loss that is not finite, before its gradients reach the weights. (A hook, not
         part of `training_step`, so that the preflight can run that step on the meta device.)"""
         if not torch.isfinite(loss):
+            where = f"first non-finite output: {self.first_non_finite}; " if self.first_non_finite else ""
             raise Diverged(
                 f"train/loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"lower optimizer.lr={self.optimizer_cfg.lr} or add a norm layer"
+                f"{where}lower optimizer.lr={self.optimizer_cfg.lr} or add a norm layer"
             )
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Under `trainer.detect_anomaly`, torch's error for a backward op that made NaN, as one line."""
+        try:
+            super().backward(loss, *args, **kwargs)
+        except RuntimeError as error:
+            if "returned nan values" not in str(error):
+                raise
+            said = str(error).strip().splitlines()[0]
+            raise Diverged(f"a gradient became NaN at step {self.global_step}: {said}") from None
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -124,9 +183,14 @@ class Classifier(L.LightningModule):
         if split == "train":
             penalty, steps = self._epoch_total("penalty", 2)
             values["train/penalty"] = penalty / steps if steps else 0.0
+            values["train/lr"] = self._epoch_lr
         else:
             values["weights/zero_fraction"] = zero_fraction([w.flatten() for w in self.penalized])
         self.log_dict(values, prog_bar=split != "test")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The rate this step uses; the epoch's last is logged (an epoch schedule steps before the log).
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -137,8 +201,14 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.optimizer_cfg, self.parameters())
+    def configure_optimizers(self) -> Any:
+        """The optimiser, and the schedule over it (Lightning steps it every `interval`)."""
+        optimizer = build_optimizer(self.optimizer_cfg, self.parameters())
+        if self.scheduler_cfg.name == "none":
+            return optimizer
+        length = schedule_length(self.scheduler_cfg, self.trainer) if self._trainer is not None else 10**6
+        scheduler = build_scheduler(self.scheduler_cfg, optimizer, length)
+        return {"optimizer": optimizer, "lr_scheduler": lightning_config(self.scheduler_cfg, scheduler)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the RNG state so dropout draws after a resume match an uninterrupted run."""
@@ -147,3 +217,26 @@ class Classifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
+
+
+def network_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
+    """The bare network of a `Classifier` checkpoint (as `torch.load(..., weights_only=True)` returns it),
+    rebuilt from the config stored in it, in eval mode and uncompiled: what evaluation, prediction and
+    serving run. It takes float images x/255 in [0, 1], (N, C, H, W), and returns logits.
+
+    Raises KeyError (no trainlab config in it) or RuntimeError (weights of another network)."""
+    hparams = state["hyper_parameters"]
+    cfg = OmegaConf.create(hparams["config"])
+    network = build_model(cfg.model, cfg.norm, tuple(hparams["image_shape"]), hparams["num_classes"])
+    weights = state["state_dict"]
+    if not all(key.startswith("model.") for key in weights):
+        raise RuntimeError(f"weights not of a Classifier's network (e.g. {next(iter(weights), None)!r})")
+    network.load_state_dict({key.removeprefix("model."): value for key, value in weights.items()})
+    return network.eval()
+
+
+def schedule_length(cfg: DictConfig, trainer: L.Trainer) -> int:
+    """The run's length in the schedule's intervals: the training images this rank sees, in batches, over
+    the trainer's epochs (not Lightning's `estimated_stepping_batches`: it builds the train loader before a
+    resumed run's loader state is restored, and that loader would start its epoch again)."""
+    return planned_length(cfg, trainer, epoch_batches(trainer.datamodule, trainer.world_size))[0]

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig
 
-from trainlab.config import arguments, check_arguments, check_choice, fail
+from trainlab.errors import check_choice, fail
+from trainlab.rules import arguments, check_arguments
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,

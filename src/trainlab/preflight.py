@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab.data import describe_data
 from trainlab.errors import ConfigError
 
 # The groups the builds read; the rest (paths, logger) may need Hydra's runtime to resolve.
@@ -49,7 +50,10 @@ def preflight(cfg: DictConfig) -> None:
 
     A plain function of a composed config (no Hydra runtime), so a population can check each member."""
     plain = OmegaConf.create({group: OmegaConf.to_container(cfg[group], resolve=True) for group in _GROUPS})
-    plain.data = {"name": cfg.data.name, "batch_size": cfg.data.batch_size}
+    data = describe_data(cfg.data)
+    batch = cfg.data.get("batch_size", _BATCH)  # a custom DataModule's batch size is its own
+    shape = {"image_shape": list(data.image_shape), "num_classes": data.num_classes}
+    plain.data = {"name": cfg.data.name, "batch_size": batch, **shape}
     with _quiet():
         for build in (_TRAINER, _NETWORK):
             error = _attempt(build, plain)
@@ -75,17 +79,16 @@ def _train_one_step(cfg: DictConfig) -> None:
     """The module, its optimiser, and a training step with its backward pass, on the meta device: torch
     checks every shape there as on a CPU or GPU, but allocates nothing and computes nothing. (So no
     optimiser step: it needs numbers. Its constructor checks its arguments.)"""
-    from trainlab.data import DATASETS
     from trainlab.module import Classifier
 
-    data = DATASETS[cfg.data.name]
     config = OmegaConf.to_container(cfg)
     config["model"]["compile"] = False  # compiling takes tens of seconds and changes no shape
     batch = min(cfg.data.batch_size, _BATCH)
+    shape = tuple(cfg.data.image_shape)
     with torch.device("meta"):
-        module = Classifier(config, data.image_shape, data.num_classes)
+        module = Classifier(config, shape, cfg.data.num_classes)
         module.configure_optimizers()
-        images, labels = torch.zeros(batch, *data.image_shape), torch.zeros(batch, dtype=torch.long)
+        images, labels = torch.zeros(batch, *shape), torch.zeros(batch, dtype=torch.long)
         module.training_step((images, labels), 0).backward()
 
 

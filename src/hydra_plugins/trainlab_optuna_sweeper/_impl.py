@@ -33,10 +33,10 @@ from sqlalchemy.engine import make_url
 
 from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
 from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
-from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import Settings
-from hydra_plugins.trainlab_optuna_sweeper.search_space import parse_search_space
+from hydra_plugins.trainlab_optuna_sweeper.search_space import from_search_space, parse_search_space
+from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
 from trainlab.population.members import quote_override_value
-from trainlab.trial import TrialLink, open_storage, storage_url
+from trainlab.run.trial import TrialLink, open_storage, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,10 @@ class OptunaSweep:
     def run(self, arguments: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (self.settings.params or {}).items()]
         space, fixed = parse_search_space([*params, *arguments])
-        study, created = self._open_study([*params, *arguments], self._sampler(space))
+        deprecated = from_search_space(self.settings.search_space, self.settings.params)
+        space = {key: dist for key, dist in deprecated.items() if key not in fixed} | space
+        named_by = [*params, *arguments, *(f"{key}={dist!r}" for key, dist in deprecated.items())]
+        study, created = self._open_study(named_by, self._sampler(space))
         description = {
             "study": study.study_name,
             "direction": list(self.settings.direction),

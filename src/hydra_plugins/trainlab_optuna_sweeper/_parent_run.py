@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.tracking import MlflowTracker, RunInfo, make_tracker
+from trainlab.tracking.tracker import MlflowTracker, RunInfo, make_tracker
 
 log = logging.getLogger(__name__)
 

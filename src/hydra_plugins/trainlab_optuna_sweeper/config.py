@@ -146,7 +146,7 @@ class HyperbandPrunerConf:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": None}])
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
 
     sampler: Any = MISSING
     # null: never prune; or hydra/sweeper/pruner=median|successive_halving|hyperband (single objective).
@@ -177,6 +177,9 @@ class OptunaSweeperConf:
     # The search space in Hydra's sweep grammar: interval(a, b), tag(log, interval(a, b)),
     # int(interval(a, b)), range(a, b, step), choice(a, b, ...), also over config groups.
     params: dict[str, str] | None = None
+    # The stock plugin's deprecated form, accepted as it accepts it (with its warnings; params wins):
+    # {key: {type: int|float|categorical, low, high, step, log, choices}}.
+    search_space: dict[str, Any] | None = None
     # A dotted path to a function (cfg, trial) -> None that suggests more (e.g. conditional) parameters
     # once `params` are drawn: https://optuna.readthedocs.io/en/stable/tutorial/10_key_features/002_configurations.html
     custom_search_space: str | None = None

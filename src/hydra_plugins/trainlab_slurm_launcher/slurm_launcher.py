@@ -1,5 +1,6 @@
 """The Hydra launcher of conf/launcher/slurm.yaml: Hydra's submitit SLURM launcher, except that a job that
-ends without a result fails its own trial instead of the sweep, and 0 GPUs is no GPU request."""
+ends without a result fails its own trial instead of the sweep, 0 GPUs is no GPU request, and the jobs may
+run in a container image (`launcher.container`, trainlab.cluster.container)."""
 
 from __future__ import annotations
 
@@ -41,13 +42,21 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         import submitit
 
+        from trainlab.cluster.container import from_config  # here: Hydra imports this module at every start
+
         assert self.config is not None
         settings = dict(self.params)
+        container = from_config(self.config)
         executor = submitit.AutoExecutor(
             cluster="slurm",
             folder=settings.pop("submitit_folder"),
             slurm_max_num_timeout=settings.pop("max_num_timeout"),
+            slurm_python=container.submitit_python() if container else None,
         )
+        if container is not None:
+            log.info(f"Jobs run in {container.runtime} image {container.image}")
+            settings["setup"] = [*(settings.get("setup") or []), *container.setup()]
+            settings["srun_args"] = [*(settings.get("srun_args") or []), *container.srun_args()]
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in shared else f"slurm_{k}": v for k, v in settings.items()})
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Splits:
-    """A data set's official train and test splits; `source` says where the images came from."""
+    """A data set's train and test splits; `source` says where the images came from. A validation split
+    of its own (`val_images`, `val_labels`) is used as it is; without one, the data module holds
+    `data.val_size` images out of the end of the training split. `split` says how the splits were made."""
 
     train_images: torch.Tensor  # uint8, (N, C, H, W)
     train_labels: torch.Tensor  # int64, (N,)
@@ -32,6 +34,9 @@ class Splits:
     test_labels: torch.Tensor
     source: str
     num_classes: int = 10
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    split: str = "official"
 
 
 IDX_FILES = tuple(

@@ -5,16 +5,12 @@ the user's own `nn.Module` class that `model._target_` names, by the same rules.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainlab.config import arguments, check_arguments, check_choice, fail
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, check_choice, fail
 from trainlab.models.alexnet import AlexNet
 from trainlab.models.cifar_cnn import CifarCNN
 from trainlab.models.cnn import CNN
@@ -22,6 +18,7 @@ from trainlab.models.layers import ACTIVATIONS
 from trainlab.models.mlp import MLP
 from trainlab.models.simple_cnn import SimpleCNN
 from trainlab.norms import NORMS
+from trainlab.rules import arguments, check_arguments, import_class
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -54,19 +51,7 @@ def _is_padding(value: object) -> bool:
 
 def import_model(target: object) -> type[nn.Module]:
     """The class `model._target_` names (`my_pkg.nets.MyNet`), imported from the user's code."""
-    if not isinstance(target, str) or "." not in target:
-        raise fail("model._target_", target, "the dotted path of an nn.Module class, e.g. my_pkg.MyNet")
-    module, _, name = target.rpartition(".")
-    # `python src/train.py` puts src/ on the import path, not the folder it runs in, where user code lives.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise fail("model._target_", target, f"an importable nn.Module class ({err})") from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise fail("model._target_", target, "a subclass of torch.nn.Module")
-    return cls
+    return import_class("model._target_", target, nn.Module, "an nn.Module", "my_pkg.MyNet")
 
 
 def model_class(cfg: DictConfig) -> type[nn.Module]:

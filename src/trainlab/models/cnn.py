@@ -7,7 +7,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from trainlab.config import fail
+from trainlab.errors import fail
 from trainlab.models.layers import ACTIVATIONS, conv_output_size
 from trainlab.norms import make_norm
 

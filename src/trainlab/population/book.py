@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from trainlab.atomic import write_atomically
-from trainlab.tracking import Tracker
+from trainlab.tracking.provenance import Record
+from trainlab.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Member:
     best: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each metric
     step: int = 0  # the global step of the latest logged metrics
+    stopped_early: int | None = None  # the epoch after which early stopping took it out (still COMPLETE)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -52,17 +55,51 @@ class Member:
         return self.best if objective == monitor else self.metrics.get(objective)
 
     def result(self, objective: str, monitor: str) -> dict[str, Any]:
+        """What a standalone run would return, and its final metrics as `trainlab.run.training.Outcome`'s
+        (the monitored one at the best checkpoint)."""
+        metrics = {**self.metrics, **({monitor: self.best} if self.best is not None else {})}
         return {
             "state": self.state,
             "value": self.score(objective, monitor),
             "reason": self.reason,
             "error": self.error,
             "run_dir": str(self.run_dir),
+            "metrics": metrics,
         }
 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
+
+
+@dataclass
+class Patience:
+    """A member's early stopping, Lightning's EarlyStopping rule: an epoch improves when
+    value − min_delta > best (max) or value + min_delta < best (min); stop after `patience` epochs in a
+    row that do not, or at a value that is not finite."""
+
+    monitor: str
+    mode: str
+    patience: int
+    min_delta: float
+    best: float | None = None
+    wait: int = 0
+
+    def should_stop(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        shifted = value - self.min_delta if self.mode == "max" else value + self.min_delta
+        if _improves(shifted, self.best, self.mode):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def why(self) -> str:
+        return (
+            f"{self.monitor} did not improve by more than {self.min_delta:g} for {self.patience} "
+            f"validations (best {self.best:.4g})"
+        )
 
 
 def member_checkpoint(module: Any, row: int, member: Member, epoch: int, global_step: int) -> dict[str, Any]:
@@ -75,6 +112,7 @@ def member_checkpoint(module: Any, row: int, member: Member, epoch: int, global_
             "config": member.config,
             "image_shape": tuple(module.image_shape),
             "num_classes": module.num_classes,
+            "class_names": module.class_names,
         },
         "epoch": epoch,
         "global_step": global_step,
@@ -84,11 +122,35 @@ def member_checkpoint(module: Any, row: int, member: Member, epoch: int, global_
 
 class MemberBook(Callback):
     """Logs each member's epoch metrics to its own run, keeps its best and last checkpoints, reports to
-    its trial, and takes pruned members out of the population."""
+    its trial, and takes pruned members out of the population. A group's members (trainlab.repeats) share
+    one `trial` instead: it is told their mean objective each epoch, and pruning it stops them all."""
 
-    def __init__(self, members: list[Member], monitor: str, mode: str, objective: str) -> None:
+    def __init__(
+        self,
+        members: list[Member],
+        monitor: str,
+        mode: str,
+        objective: str,
+        early_stopping: dict[str, Any] | None = None,
+        trial: Any = None,
+    ) -> None:
         self.members = members
+        self.trial = trial
         self.monitor, self.mode, self.objective = monitor, mode, objective
+        # One Patience per member when callbacks.early_stopping is on (its numbers are shared).
+        self.patience = (
+            [
+                Patience(
+                    early_stopping["monitor"],
+                    early_stopping["mode"],
+                    early_stopping["patience"],
+                    float(early_stopping["min_delta"]),
+                )
+                for _ in members
+            ]
+            if early_stopping and early_stopping.get("enabled")
+            else None
+        )
 
     def diverged(self, module: Any, values: dict[int, float]) -> None:
         for index, value in values.items():
@@ -134,10 +196,42 @@ class MemberBook(Callback):
                     reason = f"pruned after epoch {epoch}: {self.objective}={metrics[self.objective]:.4g}"
                     self._end(member, PRUNED, reason)
                     pruned.append(index)
+                    continue
+            if self.patience and self.patience[index].should_stop(metrics[self.patience[index].monitor]):
+                # It leaves the population as a pruned member does, but its trial completes with its best.
+                member.stopped_early = epoch
+                member.tracker.set_tags({"early_stopping.epoch": str(epoch)})
+                log.info(
+                    "Member %s: stopped early after epoch %d: %s",
+                    member.run_dir.name,
+                    epoch,
+                    self.patience[index].why(),
+                )
+                pruned.append(index)
+        pruned += self._report_mean(values, module, epoch)
         if pruned:
             module.keep([m for m in module.members if m not in pruned])
+        module.step_plateaus(epoch, {m: self.members[m].metrics for m in module.members})
         if not module.members:
             trainer.should_stop = True
+
+    def _report_mean(self, values: dict[str, torch.Tensor], module: Any, epoch: int) -> list[int]:
+        """The group's trial told the members' mean objective; the members it prunes (all or none)."""
+        running = [m for m in module.members if self.members[m].state == RUNNING]
+        if self.trial is None or self.objective not in values or not running:
+            return []
+        rows = [module.members.index(m) for m in running]
+        mean = float(values[self.objective][rows].mean())
+        self.trial.report(mean, step=epoch)
+        if not self.trial.should_prune():
+            return []
+        for index in running:
+            self._end(
+                self.members[index],
+                PRUNED,
+                f"pruned after epoch {epoch}: the mean {self.objective}={mean:.4g}",
+            )
+        return running
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -149,9 +243,11 @@ class MemberBook(Callback):
                     "best": m.best,
                     "metrics": m.metrics,
                     "step": m.step,
+                    "stopped_early": m.stopped_early,
                 }
                 for m in self.members
-            ]
+            ],
+            "patience": [vars(p) for p in self.patience] if self.patience else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -163,6 +259,9 @@ class MemberBook(Callback):
             if member.state != RUNNING:
                 self._end(member, member.state, member.reason, member.error)
             member.metrics, member.step = dict(saved["metrics"]), saved["step"]
+            member.stopped_early = saved.get("stopped_early")
+        if self.patience and state.get("patience"):
+            self.patience = [Patience(**saved) for saved in state["patience"]]
 
 
 def open_members(
@@ -172,24 +271,31 @@ def open_members(
     common: list[str],
     job_tags: dict[str, str],
     run_dir: Path,
-    data_source: str,
+    datamodule: Any,
     resumed_runs: list[str | None],
+    provenance: Record | None = None,
 ) -> list[Member]:
     """A tracker and an MLflow run per member, with the params and tags a standalone run of it gets
     (reopened when the population resumes), filed under the sweep's parent run and linked to its trial."""
     from omegaconf import OmegaConf
 
-    from trainlab.tracking import RunInfo, make_tracker, redact_environment
-    from trainlab.trial import current_trial, trial_handle
+    from trainlab.data import data_tags, log_class_names
+    from trainlab.run.trial import current_trial, trial_handle
+    from trainlab.tracking.tracker import RunInfo, make_tracker, redact_environment, run_tags
 
     link = current_trial()
     members = []
     for index, (spec, (cfg, choices), config) in enumerate(zip(specs, composed, resolved, strict=True)):
         overrides = [o for o in (*common, *spec.overrides) if not o.startswith("paths.")]
         tags = {f"choice.{group}": option for group, option in choices.items()}
-        tags.update({k: v for k, v in job_tags.items() if k in ("sweep_dir",)})
-        tags.update({"overrides": " ".join(overrides) or "(defaults)", "data.source": data_source})
+        tags.update({k: v for k, v in job_tags.items() if k in ("sweep_dir",) or k.startswith("group.")})
+        tags.update(dict(spec.tags))
+        if "mlflow.parentRunId" in job_tags:  # a group's run: under the group's parent run
+            tags["mlflow.parentRunId"] = job_tags["mlflow.parentRunId"]
+        data = datamodule.modules[index] if hasattr(datamodule, "modules") else datamodule  # its own fold
+        tags.update({"overrides": " ".join(overrides) or "(defaults)", **data_tags(data)})
         tags.update({"population.job": run_dir.name, "population.member": str(index)})
+        tags.update(run_tags(cfg.get("tags")))
         if spec.job_num is not None:
             tags["job_num"] = str(spec.job_num)
         trial = None
@@ -205,7 +311,8 @@ def open_members(
         (member_dir / "config.yaml").write_text(config_yaml)
         tracker = make_tracker(cfg.logger)
         name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
-        tracker.start(public, config_yaml, RunInfo(name, tags, resumed_runs[index], member_dir))
+        tracker.start(public, config_yaml, RunInfo(name, tags, resumed_runs[index], member_dir, provenance))
+        log_class_names(tracker, datamodule, member_dir)
         if trial is not None and tracker.run_id is not None:
             trial.set_user_attr("mlflow_run_id", tracker.run_id)
         members.append(Member(config, member_dir, tracker, trial))
@@ -227,6 +334,7 @@ def test_on_best(members: list[Member], datamodule: Any, device: torch.device) -
         state = torch.load(member.checkpoint_dir / "best.ckpt", map_location="cpu", weights_only=True)
         network.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
     stacked = StackedNetwork(networks).to(device).eval()
+    datamodule.setup("test")  # as `trainer.test` would: a user's DataModule may build its test set here
     sums = torch.zeros(len(done), 3, device=device)
     for images, labels in datamodule.test_dataloader():
         images, labels = datamodule.on_after_batch_transfer((images.to(device), labels.to(device)), 0)

@@ -37,6 +37,8 @@ def compose_each(
             and not o.is_sweep_override()
             and o.key_or_group not in groups
             and not o.is_hydra_override()
+            # `logger=[mlflow,tensorboard]`: a list of a group's options, which Hydra's choices leave out
+            and not ("." not in o.key_or_group and isinstance(o.value(), list))
         ]
         composed = tuple(o.input_line for o in parsed if o not in plain)
         if composed not in bases:

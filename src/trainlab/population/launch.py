@@ -21,7 +21,7 @@ from trainlab.population.members import MemberSpec, population_override, shared_
 
 log = logging.getLogger(__name__)
 
-# The one per-trial override a population keeps per member rather than per job (trainlab.trial).
+# The one per-trial override a population keeps per member rather than per job (trainlab.run.trial).
 _TRIAL_OVERRIDE = "++hydra.job.env_set.TRAINLAB_OPTUNA_TRIAL_ID="
 
 

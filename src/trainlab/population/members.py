@@ -1,9 +1,11 @@
 """Which trials can share a population, and how a job is told its members.
 
-Members train on the same batches with one architecture, so their configs must agree on everything but
-the keys in VARYING: the optimiser's numbers, the penalty strengths, the init, the seed and the dropout
-rate (plus keys that only name a run). Anything else that differs (`model.hidden`, `model.activation`,
-`norm`, `model`, `optimizer` as a group, `data.*`, `trainer.*`) puts trials in different populations.
+Members train with one architecture on one data set, so their configs must agree on everything but the
+keys in VARYING: the optimiser's numbers, the learning-rate schedule, the penalty strengths, the init,
+the seed, the fold and the dropout rate (plus keys that only name a run). Members that differ in seed or
+fold each get their own batches (trainlab.data.members). Anything else that differs (`model.hidden`,
+`model.activation`, `norm`, `model`, `optimizer` as a group, other `data.*`, `trainer.*`) puts trials in
+different populations.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from trainlab.errors import ConfigError
 # Dotted keys (or prefixes ending in ".") that members may set each their own way.
 VARYING = (
     "optimizer.",  # but optimizer.name and the boolean switches: see SHARED_WITHIN
+    "scheduler.",  # each member steps a torch scheduler of its own (trainlab.population.schedules)
     "regularizer.l1",
     "regularizer.l2",
     "regularizer.name",  # none/l1/l2/elastic_net differ only in l1 and l2
     "init.",
     "seed",
+    "data.fold",  # each member its own fold's batches
     "model.dropout",
     "variant",  # an experiment's row: what it sets is compared through the keys it sets
     "logger.run_name",
@@ -45,6 +49,10 @@ UNSUPPORTED = {
     ),
     "diagnostics.enabled": (True, "per-layer hooks watch one network; use diagnostics=off in a population"),
     "model.compile": (True, "torch.compile of a vmapped network is not supported; use model.compile=false"),
+    "scheduler.cycle_momentum": (
+        True,
+        "one-cycle momentum cycling changes each member's momentum; use scheduler.cycle_momentum=false",
+    ),
 }
 
 
@@ -77,6 +85,14 @@ def unsupported(config: DictConfig) -> str | None:
         return (
             "optimized_metric is a list: a population scores its members on one metric; run as single trials"
         )
+    folds = OmegaConf.select(config, "data.folds", default=None)
+    if (config.get("repeats") or 1) > 1 or (folds is not None and config.data.get("fold") is None):
+        return "repeats or data.folds: each trial trains its group of runs (as a population) in its own job"
+    strategy = OmegaConf.select(config, "trainer.strategy", default=None)
+    if isinstance(strategy, str) and "ddp" in strategy:
+        return f"trainer.strategy={strategy}: a population trains on one device; run the trials alone"
+    if OmegaConf.select(config, "callbacks.extra", default=None):
+        return "callbacks.extra: your callbacks are written for one network, not K stacked members"
     for key, (value, why) in UNSUPPORTED.items():
         if OmegaConf.select(config, key, default=None) == value:
             return f"{key}={value}: {why}"
@@ -96,29 +112,36 @@ def check_shared(configs: Sequence[DictConfig]) -> None:
                 raise ConfigError(
                     f"population: members 0 and {index} differ in {key} ({first.get(key)!r} vs "
                     f"{other.get(key)!r}); a population may vary only the optimiser's numbers, "
-                    "regularizer.l1/l2, the init, the seed and model.dropout"
+                    "the schedule, regularizer.l1/l2, the init, the seed, data.fold and model.dropout"
                 )
 
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """A member as the job is told it: its overrides on top of the job's, and its Optuna trial, if any."""
+    """A member as the job is told it: its overrides on top of the job's, its Optuna trial, if any, and
+    tags of its run besides the job's (a group's `group.member`)."""
 
     overrides: tuple[str, ...]
     trial_id: int | None = None
     job_num: int | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def member_specs(population: Any) -> list[MemberSpec]:
-    """The `population` config value (a list of {overrides, trial, job}) as MemberSpecs; unresolved, so
-    an override's `${…}` reaches the member's composition as the user wrote it."""
+    """The `population` config value (a list of {overrides, trial, job, tags}) as MemberSpecs; unresolved,
+    so an override's `${…}` reaches the member's composition as the user wrote it."""
     entries = (
         OmegaConf.to_container(population, resolve=False) if OmegaConf.is_config(population) else population
     )
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"population={population!r}: must be a non-empty list of {{overrides: [...]}}")
     return [
-        MemberSpec(tuple(entry.get("overrides", [])), entry.get("trial"), entry.get("job"))
+        MemberSpec(
+            tuple(entry.get("overrides", [])),
+            entry.get("trial"),
+            entry.get("job"),
+            tuple((entry.get("tags") or {}).items()),
+        )
         for entry in entries
     ]
 

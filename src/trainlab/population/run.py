@@ -3,7 +3,9 @@
 The job's config carries `population`: one entry per member with the overrides that make it (on top of
 the job's own) and, in an Optuna sweep, its trial id. Each member's config is composed exactly as a
 standalone run of it would be, validated, and checked to share everything but the keys a population
-may vary (`trainlab.population.members`). Returns one result per member for the sweeper.
+may vary (`trainlab.population.members`). Returns one result per member for the sweeper. A group of
+repeats and folds (trainlab.repeats) trains as a population too, in the folder, under the parent run and
+for the Optuna trial that its `Job` gives.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -19,6 +21,9 @@ from trainlab.atomic import write_atomically
 from trainlab.config import validate
 from trainlab.population.compose import compose_each
 from trainlab.population.members import check_shared, member_specs
+
+if TYPE_CHECKING:
+    from trainlab.run.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +52,39 @@ def _resumed_runs(run_dir: Path, size: int) -> list[str | None]:
     return runs if len(runs) == size else [None] * size
 
 
-def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
-    """Train the job's members together; one {state, value, reason, run_dir} per member, in order."""
+def own_batches(configs: list[DictConfig]) -> bool:
+    """Whether members need batches of their own: they differ in seed or fold (the data trainlab batches
+    from memory; a custom DataModule's batches are shared)."""
+    differ = len({(c.seed, c.data.get("fold")) for c in configs}) > 1
+    return differ and configs[0].data.name != "custom"
+
+
+def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict[str, Any]]:
+    """Train the job's members together; one {state, value, reason, run_dir, metrics} per member, in
+    order. `group`: the members are a group's runs (its folder, overrides, tags and trial report)."""
+    from trainlab.tracking.provenance import Provenance
+
+    provenance = Provenance()  # git, packages, devices: read while torch and Lightning import
     import lightning as L
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.callbacks import curves_callback, resume_callbacks
-    from trainlab.cluster import requeued_checkpoint
-    from trainlab.data import build_datamodule
-    from trainlab.interrupts import graceful_interrupts
-    from trainlab.population.book import MemberBook, finished, open_members, test_on_best
+    from trainlab.cluster.requeue import requeued_checkpoint
+    from trainlab.data import build_datamodule, build_member_datamodule, describe_data, example_inputs
+    from trainlab.population.book import RUNNING, MemberBook, finished, open_members, test_on_best
     from trainlab.population.module import PopulationClassifier
-    from trainlab.resume import find_resume_point, write_record
-    from trainlab.training import job_context, quiet_lightning
-    from trainlab.trial import current_trial
+    from trainlab.run.callbacks import curves_callback, resume_callbacks
+    from trainlab.run.interrupts import graceful_interrupts
+    from trainlab.run.job import job_context, quiet_lightning
+    from trainlab.run.resume import find_resume_point, write_record
+    from trainlab.run.training import log_best_network
+    from trainlab.run.trial import current_trial, trial_handle
+    from trainlab.scheduler import check_schedule_fits
+    from trainlab.tracking.model import network_label
+    from trainlab.tracking.tracker import logs_model, make_tracker
 
     specs = member_specs(job_cfg.population)
-    output_dir, overrides, tags = job_context()
+    output_dir, overrides, tags, _ = group or job_context()
     common = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith("population=")]
     # Each member's run config as `python src/train.py <common> <its overrides>` composes it.
     composed = compose_each([[*common, *spec.overrides] for spec in specs], _compose)
@@ -74,6 +94,11 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     check_shared(configs)
     first = configs[0]
     quiet_lightning()
+    if first.logger.get("register_model"):  # the name must be free or this network's, before any run
+        data = describe_data(first.data)
+        make_tracker(first.logger).check_model_name(
+            network_label(first.model, data.image_shape, data.num_classes)
+        )
 
     root = Path(first.paths.root_dir)
     ckpt_path = job_cfg.ckpt_path or requeued_checkpoint(output_dir)
@@ -81,10 +106,17 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
     link = current_trial()
     if link is not None and link.threads:
         torch.set_num_threads(link.threads)
-    # Every member sees the same batches: the data order follows the first member's seed.
-    datamodule = build_datamodule(first.data, first.seed)
+    if own_batches(configs):  # each member its own data order and fold, as its standalone run
+        datamodule = build_member_datamodule([c.data for c in configs], [c.seed for c in configs])
+    else:  # every member sees the same batches: the data order follows the first member's seed
+        datamodule = build_datamodule(first.data, first.seed)
+    for cfg in configs:  # a warm-up longer than the run, now that its size is known
+        check_schedule_fits(cfg, datamodule)
     resolved = [OmegaConf.to_container(cfg, resolve=True) for cfg in configs]
-    module = PopulationClassifier(resolved, datamodule.image_shape, datamodule.num_classes)
+    shape = (datamodule.image_shape, datamodule.num_classes, datamodule.class_names)
+    module = PopulationClassifier(resolved, *shape)
+    record = provenance.collect()
+    record.write(resume.run_dir / "provenance")
     members = open_members(
         specs,
         composed,
@@ -92,15 +124,24 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
         common,
         tags,
         resume.run_dir,
-        datamodule.source,
+        datamodule,
         _resumed_runs(resume.run_dir, len(specs)),
+        record,
     )
+    if any(OmegaConf.is_dict(value) for value in first.logger.values()):
+        log.warning(
+            "logger=[…,tensorboard]: a population job writes no TensorBoard files (its members' metrics "
+            "are in their MLflow runs); run the trials as single jobs to see them in TensorBoard"
+        )
     write_record(resume, overrides, None, first.logger.get("tracking_uri"))
     runs = {"mlflow_run_ids": [m.tracker.run_id for m in members]}
     write_atomically(resume.run_dir / MEMBERS_RECORD, json.dumps(runs, indent=2))
 
     checkpoint = first.callbacks.checkpoint
-    book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric)
+    stopping = OmegaConf.to_container(first.callbacks.get("early_stopping") or {}, resolve=True)
+    # A group in an Optuna trial: the members' mean is the trial's, reported and pruned as one.
+    trial = trial_handle(link.study, link.trial_id) if group and link and link.trial_id is not None else None
+    book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric, stopping, trial)
     module.on_diverged = lambda values: book.diverged(module, values)
     loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
     callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir), *curves_callback(first, loggers)]
@@ -116,6 +157,11 @@ def train_population(job_cfg: DictConfig) -> list[dict[str, Any]]:
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
         test_on_best(members, datamodule, module.device)
+        if logs_model(first.logger, sweep=True):  # asked for: logger.log_model=true or register_model
+            for member in members:
+                if member.state == RUNNING and (member.checkpoint_dir / "best.ckpt").is_file():
+                    best = member.checkpoint_dir / "best.ckpt"
+                    log_best_network(member.tracker, best, example_inputs(datamodule))
     results = [member.result(first.optimized_metric, checkpoint.monitor) for member in members]
     for index, result in enumerate(results):  # what each trial came to, as a sweep's log would say it
         why = ": ".join(part for part in (result["error"], result["reason"]) if part)

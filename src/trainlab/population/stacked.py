@@ -78,7 +78,9 @@ class StackedNetwork(nn.Module):
         """Every parameter and buffer under its single-network name, member dimension first."""
         return {name: getattr(self, _safe(name)) for name in self.param_names + self.buffer_names}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """(K, N, …) outputs of every member on the same `x` (N, …), or with `per_member` on its own row
+        of `x` (K, N, …)."""
         skeleton = self._skeleton[0]
         if skeleton.training != self.training:  # Lightning restores modes by flag, not through .train()
             skeleton.train(self.training)
@@ -86,7 +88,7 @@ class StackedNetwork(nn.Module):
         def member(state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(skeleton, state, (inputs,))
 
-        return vmap(member, in_dims=(0, None), randomness="different")(self.stacked(), x)
+        return vmap(member, in_dims=(0, 0 if per_member else None), randomness="different")(self.stacked(), x)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's `state_dict` as the single network names it (dropout rates left out)."""

@@ -1,0 +1,213 @@
+"""trainlab from Python (a notebook, a script): the same runs as `python src/train.py`, and their results
+read back as DataFrames.
+
+    import trainlab
+    run = trainlab.train("optimizer=adam", "norm=layer")          # one run, as the CLI would train it
+    runs = trainlab.sweep("experiment=optimizers")                 # `-m`: a sweep, one row per run
+    trainlab.results(experiment="optimizers")                      # runs with params and final metrics
+    trainlab.curves(runs, "curve/test/acc")                        # learning curves, one row per point
+    figure, table = trainlab.report("optimizers")                  # the exercise's figure and table
+
+Each call composes the config with Hydra exactly as the CLI does (same `conf/`, same overrides, same
+validation, same MLflow store and checkpoints) and runs Hydra's own run or multirun, so several runs
+follow one another in one process. A mistake raises `trainlab.errors.UserError` with the CLI's one-line
+message; an interrupt (Jupyter's stop button) ends the run as KILLED with its `last.ckpt` kept and raises
+KeyboardInterrupt. Nothing calls `os._exit`, and Hydra's global state is cleared after each call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+# conf/hydra/default.yaml names sweep folders so; `sweep` names its own the same way.
+SWEEP_FOLDER = "%Y-%m-%d_%H-%M-%S_%f"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its MLflow run id, its output folder, and the value a sweeper would optimise."""
+
+    run_id: str | None
+    output_dir: Path
+    value: Any
+
+
+@contextmanager
+def _hydra() -> Iterator[Any]:
+    """Hydra set up on trainlab's `conf/` for one call, and nothing of it left behind afterwards."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+
+    from trainlab.errors import UserError
+    from trainlab.run.interrupts import kernel_safe
+
+    os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+    import trainlab.cluster.launcher  # noqa: F401  (registers ${slurm_gpus:…}, as src/train.py does)
+
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3", job_name="train"), kernel_safe():
+            yield GlobalHydra.instance().hydra
+    except HydraException as err:  # an unknown group option, a bad key: Hydra's first line says which
+        raise UserError(str(err).strip().splitlines()[0]) from None
+    except SystemExit as stop:  # Lightning's graceful shutdown after an interrupt ends in sys.exit(1)
+        raise KeyboardInterrupt(
+            "run stopped: marked KILLED in MLflow, its last.ckpt kept (resume: ckpt_path=last)"
+        ) from stop
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def train(*overrides: str) -> Run:
+    """Train one model: `train("optimizer=adam", "norm=layer")` is `python src/train.py optimizer=adam
+    norm=layer`. Returns the run's MLflow id, output folder and optimised metric's best value."""
+    import json
+
+    from trainlab.cli.main import run_job
+
+    with _hydra() as hydra:
+        job = hydra.run("train", run_job, list(overrides))
+    output_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
+    record = output_dir / "run.json"
+    run_id = json.loads(record.read_text()).get("mlflow_run_id") if record.is_file() else None
+    return Run(run_id, output_dir, job.return_value)
+
+
+def sweep(*overrides: str) -> Any:
+    """Run a sweep: `sweep("experiment=optimizers")` is `python src/train.py -m experiment=optimizers`.
+    Returns its runs as `results` gives them (one row per run, in job order)."""
+    from trainlab.cli.main import run_job
+
+    overrides = [*overrides, "hydra.mode=MULTIRUN"]  # what the CLI's -m adds
+    if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        # A folder named here, so that its runs can be found again by their `sweep_dir` tag.
+        folder = datetime.now().strftime(SWEEP_FOLDER)
+        overrides.append(f"hydra.sweep.dir=${{paths.root_dir}}/multirun/{folder}")
+    with _hydra() as hydra:
+        hydra.multirun("train", run_job, overrides)
+        cfg = _compose(overrides, hydra)
+    return _results(cfg, Path(cfg.hydra.sweep.dir).name)
+
+
+def _compose(overrides: list[str], hydra: Any) -> Any:
+    """The config as the CLI composes it (sweep values left to the sweeper under `hydra.mode=MULTIRUN`)."""
+    from hydra.types import RunMode
+
+    multirun = "hydra.mode=MULTIRUN" in overrides
+    return hydra.compose_config(
+        "train",
+        overrides,
+        run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+        with_log_configuration=False,
+    )
+
+
+def results(*overrides: str, experiment: str | None = None, sweep: str | None = None) -> Any:
+    """The runs of an MLflow experiment as a pandas DataFrame: one row per run (oldest first) with its
+    name, status, overrides, `param.*` (the resolved config) and final `metric.*` values.
+
+    `experiment` names one of conf/experiment/ (its runs live in its MLflow experiment); without it,
+    the experiment that `overrides` would log to (`logger.experiment_name`, default `trainlab`).
+    `sweep` keeps the runs of one sweep folder (the name under multirun/)."""
+    overrides = [f"experiment={experiment}", *overrides] if experiment else list(overrides)
+    with _hydra() as hydra:
+        cfg = _compose(overrides, hydra)
+    return _results(cfg, sweep)
+
+
+def _results(cfg: Any, sweep: str | None) -> Any:
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from trainlab.errors import UserError
+
+    client = MlflowClient(cfg.logger.tracking_uri)
+    found = client.get_experiment_by_name(cfg.logger.experiment_name)
+    if found is None:
+        raise UserError(f"logger.experiment_name={cfg.logger.experiment_name}: no runs logged there yet")
+    query = f"tags.sweep_dir = '{sweep}'" if sweep else ""
+    runs = client.search_runs([found.experiment_id], query, order_by=["attributes.start_time ASC"])
+    rows = []
+    for run in runs:
+        row = {
+            "run_id": run.info.run_id,
+            "name": run.info.run_name,
+            "status": run.info.status,
+            "overrides": run.data.tags.get("overrides", ""),
+            "sweep": run.data.tags.get("sweep_dir"),
+        }
+        row.update({f"param.{k}": v for k, v in sorted(run.data.params.items())})
+        row.update({f"metric.{k}": v for k, v in sorted(run.data.metrics.items())})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curves(runs: Any, *metrics: str, tracking_uri: str | None = None) -> Any:
+    """Learning curves as a long DataFrame (run_id, name, metric, step, value), for `runs`: a DataFrame
+    from `results`/`sweep`, a `Run`, a run id, or a list of those. Default metrics: the step-level
+    accuracy curves (`curve/train/acc`, `curve/test/acc`)."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri is None:
+        with _hydra() as hydra:
+            tracking_uri = _compose([], hydra).logger.tracking_uri
+    client = MlflowClient(tracking_uri)
+    if hasattr(runs, "columns"):
+        ids = list(runs["run_id"])
+    else:
+        items = runs if isinstance(runs, list | tuple) else [runs]
+        ids = [item.run_id if isinstance(item, Run) else str(item) for item in items]
+    rows = []
+    for run_id in ids:
+        name = client.get_run(run_id).info.run_name
+        for metric in metrics or ("curve/train/acc", "curve/test/acc"):
+            for point in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step):
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "name": name,
+                        "metric": metric,
+                        "step": point.step,
+                        "value": point.value,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["run_id", "name", "metric", "step", "value"])
+
+
+def report(experiment: str, *overrides: str, sweep: str | None = None, kind: str = "accuracy") -> Any:
+    """An exercise's figure and results table, as `python src/report.py experiment=NAME` draws them:
+    (the matplotlib Figure, shown inline by Jupyter; the table as a DataFrame). Also saved and logged
+    as the CLI does."""
+    import pandas as pd
+
+    from trainlab.figures.exercise import report as draw
+
+    os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+    drawn = draw(experiment, sweep, kind, list(overrides))
+    _show_figures_inline()
+    return drawn.figure, pd.DataFrame(drawn.rows)
+
+
+def _show_figures_inline() -> None:
+    """In Jupyter, a Figure as a cell's value is drawn as a PNG. The report draws without pyplot (no
+    global figure state), so IPython's inline backend, which pyplot would load, is not there to say so."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "display_formatter"):
+        select_figure_formats(shell, {"png"})

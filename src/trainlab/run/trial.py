@@ -1,0 +1,187 @@
+"""The job's side of an Optuna trial: report the optimised metric after each validation, stop the run
+when the pruner says so, and file the job's MLflow run as a child of the sweep's parent run.
+
+The sweeper tells a job which trial it is through environment variables (set per job with Hydra's
+`hydra.job.env_set`, so they reach launcher worker processes too); without them, nothing happens. The
+storage URL and the pruner come from the job's own copy of `hydra.sweeper`, so that no password
+travels through the environment or the launcher's log.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import lightning as L
+    import optuna
+
+STUDY_ENV = "TRAINLAB_OPTUNA_STUDY"
+TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL_ID"
+PARENT_RUN_ENV = "TRAINLAB_MLFLOW_PARENT_RUN_ID"
+THREADS_ENV = "TRAINLAB_NUM_THREADS"
+# Where studies are kept when hydra.sweeper.storage is null (as MLFLOW_TRACKING_URI is for runs).
+STORAGE_ENV = "OPTUNA_STORAGE"
+
+# SQLite allows one writer at a time; parallel trials wait this long (s) for the lock instead of failing
+# with "database is locked".
+SQLITE_TIMEOUT_S = 120
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage for `url`; SQLite connections wait for the write lock, and sweepers starting
+    at once on a new SQLite file or PostgreSQL database take turns creating its tables."""
+    import optuna
+
+    from trainlab.tracking.creation_lock import creation_lock
+
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    with creation_lock(url):
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def storage_url(storage: str | None, sweep_dir: str, cwd: str) -> str:
+    """`hydra.sweeper.storage`; for null the environment's OPTUNA_STORAGE (as MLFLOW_TRACKING_URI for
+    runs: the compose stack sets it), else a SQLite file beside the sweep folder (`sweep_dir`, relative to
+    the launch folder `cwd`), which is the same for every run of a command, so the command resumes."""
+    if storage or os.environ.get(STORAGE_ENV):
+        return storage or os.environ[STORAGE_ENV]
+    return f"sqlite:///{(Path(cwd) / sweep_dir).resolve().parent / 'optuna.db'}"
+
+
+@dataclass(frozen=True)
+class TrialLink:
+    """Which trial of which study this job is, and where to find it."""
+
+    study: str
+    trial_id: int | None  # None in a population job: each member has its own (trainlab.population)
+    parent_run_id: str | None
+    threads: int | None
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that hand this link to a job."""
+        env = {STUDY_ENV: self.study}
+        if self.trial_id is not None:
+            env[TRIAL_ENV] = str(self.trial_id)
+        if self.parent_run_id:
+            env[PARENT_RUN_ENV] = self.parent_run_id
+        if self.threads:
+            env[THREADS_ENV] = str(self.threads)
+        return env
+
+
+def current_trial() -> TrialLink | None:
+    """The trial this job runs for (trial_id None for a population job), or None outside an Optuna sweep."""
+    if STUDY_ENV not in os.environ:
+        return None
+    threads = os.environ.get(THREADS_ENV)
+    trial_id = os.environ.get(TRIAL_ENV)
+    return TrialLink(
+        study=os.environ[STUDY_ENV],
+        trial_id=int(trial_id) if trial_id else None,
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+        threads=int(threads) if threads else None,
+    )
+
+
+@functools.cache
+def _load_study(name: str) -> optuna.Study:
+    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper` (loaded once
+    per job: a population's members share it)."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    hydra = HydraConfig.get()
+    sweeper = hydra.sweeper
+    pruner = instantiate(sweeper.pruner) if sweeper.get("pruner") else optuna.pruners.NopPruner()
+    url = storage_url(sweeper.storage, hydra.sweep.dir, hydra.runtime.cwd)
+    return optuna.load_study(study_name=name, storage=open_storage(url), pruner=pruner)
+
+
+def trial_handle(study: str, trial_id: int) -> optuna.trial.Trial:
+    """The running trial `trial_id` of `study`, to report to and ask whether to prune."""
+    import optuna
+
+    return optuna.trial.Trial(_load_study(study), trial_id)
+
+
+class MeanReport:
+    """What the runs of a group of repeats (trainlab.repeats) report to their one trial: at each epoch,
+    the mean of the values its runs have reached there so far, so that the pruner judges the mean."""
+
+    def __init__(self) -> None:
+        self.values: dict[int, list[float]] = {}
+
+    def add(self, epoch: int, value: float) -> float:
+        """Record a run's `value` after `epoch`; the mean over the runs that reached it."""
+        values = self.values.setdefault(epoch, [])
+        values.append(value)
+        return sum(values) / len(values)
+
+
+class TrialCallback(Callback):
+    """Reports `metric` to the trial at each validation end (step = epoch) and raises `TrialPruned` when
+    the pruner cuts the trial; the sweeper then records it PRUNED. Also limits the job's CPU threads to
+    its share and tags its MLflow run with the parent run, the study and the trial number. With several
+    objectives (`metric` None) it reports nothing: Optuna prunes single-objective studies only.
+
+    A run of a group of repeats (`report` given) reports the group's mean so far instead, replacing the
+    value an earlier run reported at that epoch, and leaves its trial's run to the group's parent run."""
+
+    def __init__(self, link: TrialLink, metric: str | None, report: MeanReport | None = None) -> None:
+
+        self.link = link
+        self.metric = metric
+        self.report = report
+        self.trial = trial_handle(link.study, link.trial_id)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.link.threads:
+            import torch
+
+            torch.set_num_threads(self.link.threads)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        run_id = getattr(logger, "run_id", None)
+        if run_id is None or not trainer.is_global_zero or self.report is not None:
+            return
+        self.trial.set_user_attr("mlflow_run_id", run_id)
+        tags = {"optuna.study": self.link.study, "optuna.trial": str(self.trial.number)}
+        if self.link.parent_run_id:
+            tags["mlflow.parentRunId"] = self.link.parent_run_id
+        for key, value in tags.items():
+            logger.experiment.set_tag(run_id, key, value)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import optuna
+
+        value = trainer.callback_metrics.get(self.metric) if self.metric else None
+        if trainer.sanity_checking or value is None:
+            return
+        epoch, value = trainer.current_epoch, float(value)
+        if self.report is not None:
+            value = self.report.add(epoch, value)
+            # Trial.report keeps the first value of a step; the storage's own call replaces it.
+            self.trial.storage.set_trial_intermediate_value(self.link.trial_id, epoch, value)
+        elif trainer.is_global_zero:
+            self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            named = f"the mean {self.metric}" if self.report is not None else self.metric
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {named}={value:.4g}")
+
+
+def trial_callbacks(run_cfg: DictConfig, report: MeanReport | None = None) -> list[Callback]:
+    """[TrialCallback] inside an Optuna sweep, [] otherwise."""
+    link = current_trial()
+    if link is None or link.trial_id is None:
+        return []
+    metric = run_cfg.optimized_metric
+    return [TrialCallback(link, metric if isinstance(metric, str) else None, report)]

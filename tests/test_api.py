@@ -1,0 +1,113 @@
+"""trainlab from Python, as a notebook uses it: the same runs, errors and records as the CLI, several runs
+in one process, and nothing of Hydra's left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+import trainlab
+from conftest import TINY, mlflow_runs, write_mnist
+from trainlab.errors import UserError
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch) -> Path:
+    """The project folder of the calls (data, mlruns, outputs) in tmp_path, as TRAINLAB_ROOT sets it."""
+    write_mnist(tmp_path / "data")
+    monkeypatch.setenv("TRAINLAB_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
+
+
+def hydra_is_clear() -> bool:
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    return not GlobalHydra.instance().is_initialized() and not HydraConfig.initialized()
+
+
+def test_train_runs_as_the_cli_would_and_twice_in_one_process(root):
+    first = trainlab.train(*TINY, "optimizer=adam")
+    second = trainlab.train(*TINY, "norm=layer")
+    runs = {run.info.run_id: run for run in mlflow_runs(root)}
+    assert {first.run_id, second.run_id} == set(runs)
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    assert runs[first.run_id].data.params["optimizer.name"] == "adam"
+    assert runs[second.run_id].data.params["norm.name"] == "layer"
+    assert (first.output_dir / "checkpoints" / "last.ckpt").is_file()
+    assert 0 <= first.value <= 1  # val/acc, what a sweeper would optimise
+    assert hydra_is_clear()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
+        (["optimizer=adamm"], "optimizer"),
+    ],
+)
+def test_a_mistake_raises_the_clis_one_line_and_leaves_no_run(root, overrides, message):
+    with pytest.raises(UserError) as raised:
+        trainlab.train(*TINY, *overrides)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert mlflow_runs(root) == []
+    assert hydra_is_clear()
+
+
+def test_an_interrupt_marks_the_run_killed_keeps_its_checkpoint_and_the_process_lives_on(root):
+    started = threading.Event()
+
+    def interrupt_once_training() -> None:
+        # The kernel's stop button sends SIGINT to the kernel's process; here: once the first epoch is done.
+        for _ in range(3000):  # up to 5 min on a loaded machine
+            if any((root / "outputs").rglob("last.ckpt")):
+                break
+            started.wait(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt, match="KILLED"):
+        trainlab.train(*TINY, "trainer.max_epochs=1000")
+    (run,) = mlflow_runs(root)
+    assert run.info.status == "KILLED"
+    assert len(list((root / "outputs").rglob("last.ckpt"))) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the process's own handler back
+    assert hydra_is_clear()
+    again = trainlab.train(*TINY)  # and the next run in the same process works
+    assert {r.info.status for r in mlflow_runs(root) if r.info.run_id == again.run_id} == {"FINISHED"}
+
+
+def test_sweep_results_curves_and_report_come_back_as_dataframes_and_a_figure(root):
+    runs = trainlab.sweep(
+        "experiment=optimizers",
+        "optimizer=sgd,adam",
+        "trainer.max_steps=4",
+        "callbacks.curves.every_n_steps=2",
+    )
+    assert list(runs["param.optimizer.name"]) == ["sgd", "adam"]
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs["sweep"].nunique() == 1
+
+    everything = trainlab.results(experiment="optimizers")
+    assert set(runs["run_id"]) <= set(everything["run_id"])
+    assert {"metric.test/acc", "metric.val/acc"} <= set(everything.columns)
+
+    points = trainlab.curves(runs)
+    assert set(points["metric"]) == {"curve/train/acc", "curve/test/acc"}
+    assert sorted(points[points["run_id"] == runs["run_id"][0]]["step"].unique()) == [0, 2, 4]
+
+    figure, table = trainlab.report("optimizers")
+    assert figure.axes and list(table["variant"]) == ["SGD", "Adam"]
+    assert hydra_is_clear()
+
+
+def test_results_of_an_experiment_with_no_runs_say_so_in_one_line(root):
+    with pytest.raises(UserError, match="no runs logged there yet"):
+        trainlab.results(experiment="alexnet")

@@ -1,0 +1,1 @@
+"""Lightning callbacks defined outside trainlab, as a user's own are, for `callbacks.extra` tests."""
