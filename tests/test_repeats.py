@@ -169,8 +169,12 @@ def test_a_group_in_an_optuna_sweep_reports_the_mean_and_keeps_the_std(run_cli, 
 
 @pytest.mark.parametrize("how", ["population", "one after another"])
 def test_kill_9_during_a_group_then_ckpt_path_last_keeps_what_was_done_and_resumes(mnist_root, tmp_path, how):
-    args = [f"paths.root_dir={tmp_path}", "repeats=2", "trainer.max_epochs=4", *TINY[1:]]
-    if how != "population":  # the user's callback holds seed_1 after its first epoch: killed there, not later
+    # A population takes no user callback to hold it still, and a tiny one trains an epoch in ~35 ms: 40
+    # epochs leave the kill a window of about a second. One after another, the callback holds seed_1 after
+    # its first epoch: killed there, not later.
+    epochs = 40 if how == "population" else 4
+    args = [f"paths.root_dir={tmp_path}", "repeats=2", f"trainer.max_epochs={epochs}", *TINY[1:]]
+    if how != "population":
         args.append("callbacks.extra=[{_target_:user_callbacks.stall.StallAfterFirstEpoch}]")
     process = subprocess.Popen(
         [sys.executable, str(TRAIN), *args],
