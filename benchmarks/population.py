@@ -8,7 +8,7 @@
   Fashion-MNIST, /usr/share/datasets/fashion-mnist, else a synthetic MNIST of the same size): the whole
   `-m hparams_search=lr` command with `hydra.sweeper.population=8` against today's one trial per job.
 - `elastic20`: the 20-trial `hparams_search=elastic_net` on the bundled 5,000-image MNIST subset, 1 epoch
-  each: `population=20` against one trial per job.
+  each: `population=20`, and the Optuna sweeper's default (4 trials a job), against one trial per job.
 - `members`: one training epoch of a population of K members (K from `--sizes`) on the 60,000 images,
   in a process of its own: seconds per epoch, per member, and peak memory, next to K = 1 trained as a
   standalone `Classifier` (what each trial of a sweep runs).
@@ -34,6 +34,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from hydra_plugins.trainlab_optuna_sweeper.settings import DEFAULT_POPULATION  # noqa: E402
+
 TRAIN = REPO / "src" / "train.py"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MLP = ["optimizer=adam", "model.hidden=[100,100,100,100]", "data.batch_size=100"]
@@ -77,7 +81,7 @@ def timed_cli(root: Path, *args: str) -> float:
 
 
 def compare(work: Path, name: str, args: list[str], population: int) -> dict:
-    alone = timed_cli(work / f"{name}-one", *args)
+    alone = timed_cli(work / f"{name}-one", *args, "hydra.sweeper.population=1")
     together = timed_cli(work / f"{name}-population", *args, f"hydra.sweeper.population={population}")
     return {
         "figure": name,
@@ -249,6 +253,8 @@ def main() -> int:
             "hydra.sweeper.sampler.seed=0",
         ]
         results.append({**compare(args.work, "elastic20", sweep, 20), "target": ">= 5"})
+        default = compare(args.work, "elastic20-default", sweep, DEFAULT_POPULATION)
+        results.append({**default, "population": f"{DEFAULT_POPULATION} (the default)"})
     if "members" in only:
         results += members(args.work, [int(s) for s in args.sizes.split(",")], args.device)
     if "bound" in only:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,8 @@ def main() -> None:
         result = {"figure": name, "runs": options.runs, "epochs": options.epochs, "on": options.accelerator}
         for side, extra in (("population", []), ("one_after_another", [ONE_AFTER_ANOTHER])):
             root = options.work / name / side
-            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(root, ignore_errors=True)  # a fresh store: an earlier round's runs would count
+            root.mkdir(parents=True)
             wall = run([*common, *extra], root)
             seconds, at_once = epoch_seconds(root)
             result[side] = {"wall_s": round(wall, 1), "epoch_s": round(seconds, 2), "runs_at_once": at_once}

@@ -24,6 +24,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 # A tiny run: few images, one epoch, no progress bar; a test adds what it checks.
 TINY = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+# Optuna searches train 4 trials a job by default (populations): a test of what one trial per job does
+# (pruning against earlier trials, parallel jobs, failures counted trial by trial) says so.
+ONE_TRIAL_PER_JOB = "hydra.sweeper.population=1"
 
 
 def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 200, n_test: int = 100) -> Path:

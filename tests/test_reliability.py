@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+from conftest import ONE_TRIAL_PER_JOB, TINY, TRAIN, cli_env, mlflow_runs, write_mnist
 
 QUIET = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -233,7 +233,7 @@ def test_four_trainings_at_once_share_one_sqlite_store_and_one_optuna_study(tmp_
 
     write_mnist(tmp_path / "data")
     sweep = ["-m", *TINY, "hparams_search=lr", "optimizer.lr=tag(log, interval(0.01, 0.2))"]
-    sweep += ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    sweep += ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", ONE_TRIAL_PER_JOB]
     workers = [start_cli(tmp_path, *sweep) for _ in range(2)]
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TRAIN, cli_env
+from conftest import ONE_TRIAL_PER_JOB, TINY, TRAIN, cli_env
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -161,7 +161,7 @@ def test_two_sweep_workers_share_one_optuna_study_and_one_mlflow_store_on_postgr
     mlflow_uri, storage = f"{postgres}/mlflow", f"{postgres}/optuna"
     MlflowClient(mlflow_uri).search_experiments()  # create MLflow's tables once, as its server would
     sweep = ["-m", "hparams_search=lr", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared"]
-    sweep += ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=1"]
+    sweep += ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=1", ONE_TRIAL_PER_JOB]
     workers = [train(tmp_path, *sweep, MLFLOW_TRACKING_URI=mlflow_uri) for _ in range(2)]
     for worker in workers:
         finish(worker)

@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import TINY, TRAIN, cli_env, mlflow_runs
+from conftest import ONE_TRIAL_PER_JOB, TINY, TRAIN, cli_env, mlflow_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -164,7 +164,7 @@ def test_diverging_trials_fail_with_their_reason_and_the_sweep_goes_on(run_cli, 
 def test_sweep_stops_once_more_than_max_failure_rate_of_n_trials_failed(run_cli, mnist_root, tmp_path):
     result = run_cli(
         "-m", *TINY, "logger=none", "hparams_search=lr", "optimizer.lr=choice(1e10)",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25", check=False,
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25", ONE_TRIAL_PER_JOB, check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert (
@@ -213,6 +213,7 @@ def test_pruner_median_as_documented_prunes_a_trial_below_the_median_of_the_earl
         "-m", *TINY, "trainer.max_epochs=3", "hparams_search=lr", "hydra/sweeper/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=1", "hydra/sweeper/sampler=brute_force",
         "hydra.sweeper.sampler.seed=0", "optimizer.lr=choice(1e-6, 0.1)", "hydra.sweeper.n_trials=2",
+        ONE_TRIAL_PER_JOB,
     )  # fmt: skip
     first, second = sorted(load_study(tmp_path).trials, key=lambda t: t.number)
     # The seeded brute-force order: the good rate first sets the median, the hopeless one falls below it.
@@ -224,7 +225,7 @@ def test_pruner_median_as_documented_prunes_a_trial_below_the_median_of_the_earl
 def test_two_jobs_run_trials_in_parallel_processes_without_storage_errors(run_cli, mnist_root, tmp_path):
     result = run_cli(
         "-m", *TINY, *RANDOM, "trainer.max_epochs=2", "hparams_search=lr", SAFE_LR,
-        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", ONE_TRIAL_PER_JOB,
     )  # fmt: skip
     assert states(load_study(tmp_path)) == ["COMPLETE", "COMPLETE"]
     assert "database is locked" not in result.stderr
@@ -282,3 +283,57 @@ def test_pareto_search_returns_two_objectives_and_logs_the_front_to_the_parent_r
     header, *rows = table.splitlines()
     assert header == "trial,optimizer.lr,regularizer.l1,regularizer.l2,val/acc,weights/zero_fraction"
     assert sorted(int(row.split(",")[0]) for row in rows) == sorted(front)
+
+
+def test_a_search_trains_four_trials_a_job_by_default_and_one_with_population_1(
+    run_cli, mnist_root, tmp_path
+):
+    run_cli("-m", *TINY, *RANDOM, "hparams_search=lr", SAFE_LR, "hydra.sweeper.n_trials=4")
+    trials = load_study(tmp_path).trials
+    assert states(load_study(tmp_path)) == ["COMPLETE"] * 4
+    runs = {r.info.run_id: r for r in mlflow_runs(tmp_path)}
+    jobs = {runs[t.user_attrs["mlflow_run_id"]].data.tags["population.job"] for t in trials}
+    assert len(jobs) == 1  # four trials, one job
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "data").symlink_to(tmp_path / "data")
+    run_cli(
+        "-m",
+        *TINY,
+        *RANDOM,
+        "hparams_search=lr",
+        SAFE_LR,
+        "hydra.sweeper.n_trials=2",
+        ONE_TRIAL_PER_JOB,
+        root=alone,
+    )
+    assert not any("population.job" in r.data.tags for r in mlflow_runs(alone))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [
+        ([], 4),
+        (["hydra.sweeper.population=7"], 7),
+        (["launcher=slurm"], 1),  # SLURM: each trial its own job and resources, unless population=K
+        (["launcher=slurm", "hydra.sweeper.population=3"], 3),
+        (["hparams_search=elastic_net_pareto"], 1),  # two objectives: a population scores one
+        (["repeats=3"], 1),  # each trial is a group, trained as a population of its own
+        (["diagnostics=on"], 1),
+    ],
+)
+def test_population_null_is_four_where_trials_share_a_network_and_one_elsewhere(overrides, size):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import population_size
+    from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(TRAIN.parents[1] / "conf"), version_base="1.3"):
+        config = compose("train", ["hparams_search=lr", *overrides], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    sweeper = OmegaConf.to_container(config.hydra.sweeper)
+    sweeper.pop("_target_")
+    assert population_size(Settings(**sweeper), config) == size

@@ -167,8 +167,9 @@ class OptunaSweeperConf:
     # Stop once more than this share of n_trials has failed (1.0: never stop for failures).
     max_failure_rate: float = 0.5
     # Trials trained at once as one vectorised model in one job (trainlab.population): K trials share a
-    # job where they share a network; 1: one trial per job. Each batch asks for n_jobs × population trials.
-    population: int = 1
+    # job where they share a network; 1: one trial per job; null: 4 for trainlab's single-objective
+    # searches, 1 on SLURM and otherwise. Each batch asks for n_jobs × population trials.
+    population: int | None = None
     # CPU threads per trial (torch.set_num_threads, in trainlab's jobs); null: the cores / n_jobs.
     threads_per_job: int | None = None
     # A RUNNING trial whose sweeper has not written a heartbeat for this long (or whose sweeper

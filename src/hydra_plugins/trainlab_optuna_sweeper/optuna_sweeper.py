@@ -4,6 +4,7 @@ Only this and the config surface are imported when Hydra scans its plugins; Optu
 sweep loop load when a sweep starts.
 """
 
+from dataclasses import replace
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -11,7 +12,19 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
+from hydra_plugins.trainlab_optuna_sweeper.settings import DEFAULT_POPULATION, Settings
+from hydra_plugins.trainlab_population.grid_sweeper import on_slurm
+
+
+def population_size(settings: Settings, config: DictConfig) -> int:
+    """`population` as set, or for null: DEFAULT_POPULATION where the trials can share a network
+    (trainlab's task, one objective, each trial one run) and the jobs are not SLURM's; else 1."""
+    if settings.population is not None:
+        return settings.population
+    from trainlab.population.members import unsupported
+
+    shares = "model" in config and "trainer" in config and unsupported(config) is None
+    return DEFAULT_POPULATION if shares and len(settings.direction) == 1 and not on_slurm(config) else 1
 
 
 class OptunaSweeper(Sweeper):
@@ -22,6 +35,7 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.settings = replace(self.settings, population=population_size(self.settings, config))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )

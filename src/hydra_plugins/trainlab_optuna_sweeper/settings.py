@@ -9,6 +9,10 @@ from omegaconf import ListConfig
 from hydra_plugins.trainlab_optuna_sweeper.search_space import check_entry
 
 DIRECTIONS = ("maximize", "minimize")
+# `population: null`: trials per job where they can share a network. Each batch asks Optuna for
+# n_jobs × K trials and TPE learns between batches only; with its 10 random start-up trials, a 20-trial
+# search keeps 2–3 rounds of learning at K = 4.
+DEFAULT_POPULATION = 4
 
 
 def directions(direction: Any) -> tuple[str, ...]:
@@ -40,7 +44,7 @@ class Settings:
     n_trials: int
     n_jobs: int
     max_failure_rate: float
-    population: int
+    population: int | None
     threads_per_job: int | None
     grace_period: float
     params: Mapping[str, str] | None
@@ -53,7 +57,11 @@ class Settings:
             "n_trials": (self.n_trials >= 1, "an integer >= 1"),
             "n_jobs": (self.n_jobs >= 1, "an integer >= 1"),
             "max_failure_rate": (0 <= self.max_failure_rate <= 1, "a number in [0, 1]"),
-            "population": (self.population >= 1, "an integer >= 1 (1: one trial per job)"),
+            "population": (
+                self.population is None or self.population >= 1,
+                f"null ({DEFAULT_POPULATION} where trials can share a network) or an integer >= 1 "
+                "(1: one trial per job)",
+            ),
             "threads_per_job": (self.threads_per_job is None or self.threads_per_job >= 1, "null or >= 1"),
             "pruner": (
                 self.pruner is None or len(self.direction) == 1,
