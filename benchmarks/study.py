@@ -1,8 +1,8 @@
 """The study's conclusions with error bars (docs/experiments.md, "Which conclusions hold"): exercises 1–5
-(6, the AlexNet-style net, with `--only alexnet`: minutes a run on 2 cores) with `repeats=5` on the MNIST
-subset (or `--data fashion_mnist`), then one row per conclusion: the compared variants' last curve
-points (test accuracy, or train − test accuracy) as mean ± 95 % CI, a Welch t-test p-value, and whether
-the conclusion holds.
+(6, the AlexNet-style net, with `--only alexnet`: 27 minutes for its 5 seeds on 2 cores) with
+`repeats=5` on the MNIST subset (or `--data fashion_mnist`), then one row per conclusion: the compared
+variants' last curve points (test accuracy, or train − test accuracy) as mean ± 95 % CI, a Welch t-test
+p-value, and whether the conclusion holds.
 
     python benchmarks/study.py --work /tmp/study                     # train, then print the table
     python benchmarks/study.py --work /tmp/study --only overfitting --table-only
