@@ -20,6 +20,10 @@ if "--help" in sys.argv or "-h" in sys.argv:
     from trainlab.cli.help import list_groups_from
 
     list_groups_from(ROOT / "conf")
+else:
+    from trainlab.cli.options import check_options
+
+    check_options(sys.argv[1:], ROOT / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")

@@ -49,7 +49,7 @@ def test_train_runs_as_the_cli_would_and_twice_in_one_process(root):
     ("overrides", "message"),
     [
         (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
-        (["optimizer=adamm"], "optimizer"),
+        (["optimizer=adamm"], "optimizer='adamm': must be one of adagrad, adam, adamw, momentum, rmsprop"),
     ],
 )
 def test_a_mistake_raises_the_clis_one_line_and_leaves_no_run(root, overrides, message):

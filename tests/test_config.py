@@ -155,11 +155,32 @@ def test_bad_value_on_the_cli_exits_2_with_one_line_and_leaves_no_run(run_cli, t
     assert mlflow_runs(tmp_path) == []
 
 
-def test_unknown_group_option_lists_the_choices(run_cli):
-    result = run_cli("optimizer=lbfgs", check=False)
-    assert result.returncode != 0
-    assert "Could not find 'optimizer/lbfgs'" in result.stderr
-    assert "adam" in result.stderr and "rmsprop" in result.stderr
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["optimizer=lbfgs"], "error: optimizer='lbfgs': must be one of adagrad, adam, adamw, momentum, "
+         "rmsprop, sgd"),
+        (["logger=[mlflow,wandb]"], "error: logger='wandb': must be one of csv, mlflow, none, tensorboard"),
+        (["-m", "norm=batch,group"], "error: norm='group': must be one of batch, instance, layer, none"),
+        (["+experiment=overfiting"], "error: experiment='overfiting': must be one of alexnet, batch_norm, "
+         "cifar_normalization, cifar_regularization, optimizers, overfitting, simple_cnn, "
+         "vanishing_gradient"),
+    ],
+)  # fmt: skip
+def test_an_unknown_group_option_is_one_line_naming_the_options_and_exit_2(run_cli, tmp_path, args, line):
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [line]
+    assert mlflow_runs(tmp_path) == [] and not (tmp_path / "multirun").exists()
+
+
+def test_options_from_a_config_dir_of_your_own_are_left_to_hydra(run_cli, tmp_path):
+    extra = tmp_path / "my_conf" / "optimizer"
+    extra.mkdir(parents=True)
+    (extra / "lion.yaml").write_text("name: adam\nlr: 0.001\n")
+    result = run_cli(f"--config-dir={tmp_path / 'my_conf'}", "optimizer=lion", "--cfg=job", check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lr: 0.001" in result.stdout
 
 
 def test_help_and_cfg_job_do_not_import_torch(tmp_path):

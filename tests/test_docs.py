@@ -328,6 +328,11 @@ def check_train(args: tuple[str, ...], gpu_elsewhere: bool = True) -> int:
     """Compose and validate every job of `python src/train.py ARGS`; return how many configs that was."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from trainlab.cli.options import unknown_option
+    from trainlab.errors import ConfigError
+
+    if (error := unknown_option(list(args), CONF)) is not None:  # src/train.py's first check
+        raise ConfigError(error)
     overrides = [a for a in args if not a.startswith("-")]
     parsed = OverridesParser.create().parse_overrides(overrides)
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]

@@ -18,7 +18,7 @@ KeyboardInterrupt. Nothing calls `os._exit`, and Hydra's global state is cleared
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,15 +41,20 @@ class Run:
 
 
 @contextmanager
-def _hydra() -> Iterator[Any]:
-    """Hydra set up on trainlab's `conf/` for one call, and nothing of it left behind afterwards."""
+def _hydra(overrides: Sequence[str] = ()) -> Iterator[Any]:
+    """Hydra set up on trainlab's `conf/` for one call with `overrides` (an unknown group option raised
+    as the CLI's line), and nothing of it left behind afterwards."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
 
-    from trainlab.errors import UserError
+    from trainlab.cli.options import unknown_option
+    from trainlab.errors import ConfigError, UserError
     from trainlab.run.interrupts import kernel_safe
+
+    if (error := unknown_option(list(overrides), CONF)) is not None:
+        raise ConfigError(error)
 
     os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
     import trainlab.cluster.launcher  # noqa: F401  (registers ${slurm_gpus:…}, as src/train.py does)
@@ -74,7 +79,7 @@ def train(*overrides: str) -> Run:
 
     from trainlab.cli.main import run_job
 
-    with _hydra() as hydra:
+    with _hydra(overrides) as hydra:
         job = hydra.run("train", run_job, list(overrides))
     output_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
     record = output_dir / "run.json"
@@ -92,7 +97,7 @@ def sweep(*overrides: str) -> Any:
         # A folder named here, so that its runs can be found again by their `sweep_dir` tag.
         folder = datetime.now().strftime(SWEEP_FOLDER)
         overrides.append(f"hydra.sweep.dir=${{paths.root_dir}}/multirun/{folder}")
-    with _hydra() as hydra:
+    with _hydra(overrides) as hydra:
         hydra.multirun("train", run_job, overrides)
         cfg = _compose(overrides, hydra)
     return _results(cfg, Path(cfg.hydra.sweep.dir).name)
@@ -119,7 +124,7 @@ def results(*overrides: str, experiment: str | None = None, sweep: str | None = 
     the experiment that `overrides` would log to (`logger.experiment_name`, default `trainlab`).
     `sweep` keeps the runs of one sweep folder (the name under multirun/)."""
     overrides = [f"experiment={experiment}", *overrides] if experiment else list(overrides)
-    with _hydra() as hydra:
+    with _hydra(overrides) as hydra:
         cfg = _compose(overrides, hydra)
     return _results(cfg, sweep)
 
