@@ -5,6 +5,7 @@ Thin on purpose: torch and MLflow are imported inside `trainlab.evaluate.evaluat
 """
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,11 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+
+if "--help" not in sys.argv and "-h" not in sys.argv:
+    from trainlab.cli.options import check_options
+
+    check_options(sys.argv[1:], ROOT / "conf")  # `data=mnst`: one line and exit 2, not Hydra's dozen
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="eval")

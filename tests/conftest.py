@@ -102,3 +102,16 @@ def mlflow_runs(root: Path, experiment: str = "trainlab") -> list:
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault-injection harness's table (tests/test_faults.py; docs/reliability.md shows it), when its
+    tests ran: one row per scenario and fault, from each test's `fault_row` property."""
+    reports = [r for kind in ("passed", "failed") for r in terminalreporter.stats.get(kind, [])]
+    rows = sorted(value for r in reports for key, value in r.user_properties if key == "fault_row")
+    if rows:
+        terminalreporter.write_sep("-", "fault-injection harness")
+        terminalreporter.write_line("| scenario | fault | write points | faults injected | survived |")
+        terminalreporter.write_line("|---|---|---|---|---|")
+        for row in rows:
+            terminalreporter.write_line(row)

@@ -20,15 +20,19 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TINY, cli_env, mlflow_runs, write_mnist
+from conftest import REPO, TINY, cli_env, mlflow_runs, synthetic, write_mnist
 
 SRC = REPO / "src"
 
 
-def app(script: str, *args: str, root: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """`python src/<script>.py paths.root_dir=<root> ARGS`, as a user runs it."""
+def app(
+    script: str, *args: str, root: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python src/<script>.py paths.root_dir=<root> ARGS`, as a user runs it (`env`: variables set)."""
     cmd = [sys.executable, str(SRC / f"{script}.py"), f"paths.root_dir={root}", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300, cwd=root)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env=cli_env(**(env or {})), timeout=300, cwd=root
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
@@ -526,3 +530,231 @@ def test_a_custom_networks_code_travels_with_its_model(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = network(torch.ones(1, 1, 28, 28)).softmax(1)[0]
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+# --- every kind of data, moved data, and the child run's end ------------------------------------------------
+
+USER_CODE = {"PYTHONPATH": str(REPO / "tests")}  # tests/user_data, importable as a user's own code is
+STRIPES = ["data=custom", "data._target_=user_data.modules.Stripes", "+data.size=8", "model=cnn"]
+
+
+def eval_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def eval_artifacts(root: Path, run_id: str) -> set[str]:
+    return {a.path for a in client(root).list_artifacts(run_id, "eval")}
+
+
+@pytest.fixture(scope="module")
+def custom_run(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny run on the tests' own LightningDataModule (tests/user_data/modules.py: Stripes)."""
+    root = tmp_path_factory.mktemp("custom")
+    app("train", *TINY, *STRIPES, root=root, env=USER_CODE)
+    [run] = mlflow_runs(root)
+    return root, run.info.run_id
+
+
+def test_eval_of_a_run_on_a_users_datamodule_tests_it_through_its_own_setup_and_test_loader(custom_run):
+    root, run_id = custom_run
+    result = app("eval", f"run_id={run_id}", "mistakes=4", root=root, env=USER_CODE)
+    metrics = client(root).get_run(run_id).data.metrics
+    assert metrics["eval/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)  # what trainer.test saw
+    assert {"eval/class_acc/rows", "eval/class_acc/columns"} <= metrics.keys()
+    assert "\nrows " in result.stdout and "\ncolumns " in result.stdout and "\nall " in result.stdout
+    assert "on custom (user_data.modules.Stripes), 64 test images" in result.stdout
+    assert {"eval/confusion_matrix.png", "eval/mistakes.png", "eval/per_class.txt"} <= eval_artifacts(
+        root, run_id
+    )
+
+
+@pytest.fixture
+def user_code(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+
+
+def child_runs(root: Path, parent: str) -> list:
+    return [r for r in mlflow_runs(root) if r.data.tags.get("mlflow.parentRunId") == parent]
+
+
+def test_eval_on_another_datamodule_records_into_a_child_run_that_ends_finished(
+    custom_run, tmp_path, in_process, user_code
+):
+    root, run_id = custom_run
+    before = {r.info.run_id for r in child_runs(root, run_id)}
+    other = ["data=custom", "data._target_=user_data.modules.ShapeFromFirstBatch", "+data.size=8"]
+    values = in_process("eval", f"run_id={run_id}", *other, f"paths.output_dir={tmp_path}", root=root)
+    [child] = [r for r in child_runs(root, run_id) if r.info.run_id not in before]
+    assert child.info.status == "FINISHED" and child.info.run_name == "eval data=custom"
+    assert child.data.metrics["eval/acc"] == values["eval/acc"]
+    assert child.data.tags["eval.data"] == "custom (user_data.modules.ShapeFromFirstBatch)"
+    assert {"eval/confusion_matrix.png", "eval/mistakes.png"} <= eval_artifacts(root, child.info.run_id)
+
+
+def test_a_child_run_whose_evaluation_fails_midway_ends_failed_with_the_reason(
+    custom_run, tmp_path, in_process, user_code
+):
+    root, run_id = custom_run
+    before = {r.info.run_id for r in child_runs(root, run_id)}
+    lost = ["data=custom", "data._target_=user_data.modules.LostTestSplit", "+data.size=8"]
+    with pytest.raises(OSError, match="disk is gone"):
+        in_process("eval", f"run_id={run_id}", *lost, f"paths.output_dir={tmp_path}", root=root)
+    [child] = [r for r in child_runs(root, run_id) if r.info.run_id not in before]
+    assert child.info.status == "FAILED"
+    assert child.data.tags["failure_reason"] == "OSError: the test images' disk is gone"
+
+
+def test_a_child_run_interrupted_by_ctrl_c_ends_killed(
+    custom_run, tmp_path, in_process, user_code, monkeypatch
+):
+    from trainlab.evaluate import evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "run_network", interrupted)
+    root, run_id = custom_run
+    before = {r.info.run_id for r in child_runs(root, run_id)}
+    other = ["data=custom", "data._target_=user_data.modules.Stripes", "+data.size=8"]
+    with pytest.raises(KeyboardInterrupt):
+        in_process("eval", f"run_id={run_id}", *other, f"paths.output_dir={tmp_path}", root=root)
+    [child] = [r for r in child_runs(root, run_id) if r.info.run_id not in before]
+    assert child.info.status == "KILLED"
+
+
+def move(path: Path, to: Path) -> Path:
+    path.rename(to)
+    return to
+
+
+@pytest.mark.parametrize("kind", ["image_folder", "arrays"])
+def test_eval_finds_a_runs_own_data_where_they_moved_and_names_the_key_that_moves_them(
+    kind, tmp_path, in_process, capsys
+):
+    if kind == "image_folder":
+        classes = ("cat", "dog", "fish")
+        data = synthetic.write_image_folder(tmp_path / "pets", 8, size=8, classes=classes)
+        key, train = "root", ["data=image_folder", f"data.root={data}", "model=cnn"]
+    else:
+        from test_own_data import npz_of
+
+        classes = ("0", "1", "2", "3")
+        data = tmp_path / "course.npz"
+        np.savez(data, **npz_of("NHWC"))
+        key, train = "path", ["data=arrays", f"data.path={data}", "data.batch_size=16"]
+    app("train", *TINY, *train, root=tmp_path)
+    [run] = mlflow_runs(tmp_path)
+    run_id, output = run.info.run_id, tmp_path / "eval"
+    moved = move(data, tmp_path / f"moved{data.suffix}")
+
+    assert refused(in_process, "eval", f"run_id={run_id}", root=tmp_path) == (
+        f"error: data.{key}='{data}': must be where the run's data are on this machine (it read them there; "
+        f"give data.{key}=<where they are now>)"
+    )
+    other = "path" if key == "root" else "root"
+    assert refused(in_process, "eval", f"run_id={run_id}", f"data.{other}={moved}", root=tmp_path) == (
+        f"error: data.{other}='{moved}': must be unset: the run's {kind} data are moved by "
+        f"data.{key}=<where they are now>"
+    )
+    values = in_process(
+        "eval", f"run_id={run_id}", f"data.{key}={moved}", f"paths.output_dir={output}", root=tmp_path
+    )
+    printed = capsys.readouterr().out
+    metrics = client(tmp_path).get_run(run_id).data.metrics
+    assert values["eval/acc"] == metrics["eval/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert all(f"\n{name} " in printed for name in classes) and f"on {kind} ({moved})" in printed
+    assert {"confusion_matrix.png", "mistakes.png", "per_class.txt"} <= eval_files(output)
+
+    images = moved / "cat" if kind == "image_folder" else moved  # an npz's x_test
+    rows = read_csv(
+        in_process(
+            "predict", f"run_id={run_id}", f"input={images}", f"output={tmp_path / 'p.csv'}", root=tmp_path
+        )
+    )
+    assert list(rows[0])[3:] == list(classes) and {r["predicted"] for r in rows} <= set(classes)
+
+
+def test_eval_reads_a_built_in_data_sets_files_where_data_root_says(trained, tmp_path, in_process, capsys):
+    root, run_id = trained
+    write_mnist(tmp_path / "elsewhere", n_test=50)  # not the run's 100 test images: these are read
+    overrides = (f"data.root={tmp_path / 'elsewhere'}", "mistakes=0", f"paths.output_dir={tmp_path}")
+    in_process("eval", f"run_id={run_id}", *overrides, root=root)
+    assert "on mnist (mnist), 50 test images" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a mistake only on a machine without CUDA")
+@pytest.mark.parametrize("script", ["eval", "predict"])
+def test_device_cuda_without_cuda_is_one_line_and_exit_2_before_anything_is_read(script, tmp_path):
+    given = ["input=x.png"] if script == "predict" else []
+    result = app(script, "run_id=0123456789abcdef", *given, "device=cuda", root=tmp_path, check=False)
+    assert (
+        last_line(result)
+        == "error: device='cuda': must be auto or cpu (torch sees no CUDA GPU on this machine)"
+    )
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_predict_into_a_folder_writes_predictions_csv_there(trained, tmp_path, in_process):
+    root, run_id = trained
+    idx = f"input={root / 'data' / 'MNIST' / 'raw' / 't10k-images-idx3-ubyte'}"
+    (tmp_path / "existing").mkdir()
+    for output, written in (("existing", "existing"), ("new/", "new")):
+        path = in_process("predict", f"run_id={run_id}", idx, f"output={tmp_path}/{output}", root=root)
+        assert path == tmp_path / written / "predictions.csv" and len(read_csv(path)) == 100
+    (tmp_path / "a_file").write_text("")
+    assert refused(
+        in_process, "predict", f"run_id={run_id}", idx, f"output={tmp_path}/a_file/p.csv", root=root
+    ) == (
+        f"error: output='{tmp_path}/a_file/p.csv': must be a .csv file or a folder ({tmp_path}/a_file is a "
+        "file, not a folder)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "line"),
+    [
+        (
+            "eval",
+            ["logger.log_model=maybe"],
+            "error: logger.log_model='maybe': must be null (on for a single run, off in a sweep), true or "
+            "false",
+        ),
+        ("predict", ["input=x.png", "batch_size=0"], "error: batch_size=0: must be an integer >= 1"),
+        ("predict", ["input=x.png", "resize=maybe"], "error: resize='maybe': must be true or false"),
+        (
+            "predict",
+            ["input=x.png", "output=[a,b]"],
+            "error: output=['a', 'b']: must be null, a .csv file or a folder",
+        ),
+    ],
+)
+def test_bad_values_of_eval_and_predict_keys_are_one_line_before_mlflow_is_touched(
+    in_process, tmp_path, script, overrides, line
+):
+    assert refused(in_process, script, "run_id=abc", *overrides, root=tmp_path) == line
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_an_empty_array_is_refused_as_input(trained, tmp_path, in_process):
+    root, run_id = trained
+    np.savez(tmp_path / "none.npz", images=np.zeros((0, 28, 28), np.uint8))
+    given = (f"input={tmp_path / 'none.npz'}", f"output={tmp_path}/")
+    line = refused(in_process, "predict", f"run_id={run_id}", *given, root=root)
+    assert line.endswith(
+        "must be images of the run's shape, N×1×28×28 or N×28×28×1 or N×28×28 (it holds 0×28×28)"
+    )
+
+
+def test_eval_writes_its_table_and_predict_its_csv_atomically(trained, tmp_path, in_process, monkeypatch):
+    """Both files go through trainlab.atomic: a kill mid-write leaves no half-written one."""
+    from trainlab.evaluate import evaluation, prediction
+
+    written = []
+    for module in (evaluation, prediction):
+        monkeypatch.setattr(module, "write_atomically", lambda path, data: written.append(path.name))
+    root, run_id = trained
+    checkpoint = f"ckpt_path={best_checkpoint(root)}"
+    in_process("eval", checkpoint, "mistakes=0", "logger=none", f"paths.output_dir={tmp_path}", root=root)
+    idx = f"input={root / 'data' / 'MNIST' / 'raw' / 't10k-images-idx3-ubyte'}"
+    in_process("predict", f"run_id={run_id}", idx, f"output={tmp_path / 'p.csv'}", root=root)
+    assert written == ["per_class.txt", "p.csv"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 import trainlab
-from conftest import TINY, mlflow_runs, write_mnist
-from trainlab.errors import UserError
+from conftest import ONE_TRIAL_PER_JOB, REPO, TINY, mlflow_runs, write_mnist
+from trainlab.errors import SweepFailed, UserError
 
 
 @pytest.fixture
@@ -61,23 +61,18 @@ def test_a_mistake_raises_the_clis_one_line_and_leaves_no_run(root, overrides, m
     assert hydra_is_clear()
 
 
-def test_an_interrupt_marks_the_run_killed_keeps_its_checkpoint_and_the_process_lives_on(root):
-    started = threading.Event()
-
-    def interrupt_once_training() -> None:
-        # The kernel's stop button sends SIGINT to the kernel's process; here: once the first epoch is done.
-        for _ in range(3000):  # up to 5 min on a loaded machine
-            if any((root / "outputs").rglob("last.ckpt")):
-                break
-            started.wait(0.1)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_once_training, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt, match="KILLED"):
-        trainlab.train(*TINY, "trainer.max_epochs=1000")
+def test_an_interrupt_marks_the_run_killed_keeps_its_checkpoint_and_the_process_lives_on(root, monkeypatch):
+    """The kernel's stop button sends SIGINT to the kernel's process: here a callback sends it during
+    epoch 1's third batch, and the run stops at that batch's end, its state saved there."""
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    stop = "+callbacks.extra=[{_target_: user_callbacks.signals.SignalAt, epoch: 1, batch: 2}]"
+    with pytest.raises(KeyboardInterrupt, match="interrupted by SIGINT: the run is saved"):
+        trainlab.train(*TINY, "trainer.max_epochs=1000", "data.batch_size=40", stop)
     (run,) = mlflow_runs(root)
-    assert run.info.status == "KILLED"
-    assert len(list((root / "outputs").rglob("last.ckpt"))) == 1
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted (SIGINT)"
+    [last] = (root / "outputs").rglob("last.ckpt")
+    state = torch.load(last, weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (1, 5 + 3)  # 200 images: 5 batches an epoch
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the process's own handler back
     assert hydra_is_clear()
     again = trainlab.train(*TINY)  # and the next run in the same process works
@@ -111,3 +106,24 @@ def test_sweep_results_curves_and_report_come_back_as_dataframes_and_a_figure(ro
 def test_results_of_an_experiment_with_no_runs_say_so_in_one_line(root):
     with pytest.raises(UserError, match="no runs logged there yet"):
         trainlab.results(experiment="alexnet")
+
+
+def test_runs_in_two_project_folders_in_one_process_each_log_to_their_own_store(root, tmp_path, monkeypatch):
+    """MLflow's fluent API (which Lightning's logger and model logging use) sets $MLFLOW_TRACKING_URI for
+    the whole process: a second project folder's run would be logged into the first one's store."""
+    trainlab.train(*TINY)
+    other = tmp_path / "other"
+    write_mnist(other / "data")
+    monkeypatch.setenv("TRAINLAB_ROOT", str(other))
+    trainlab.train(*TINY)
+    assert len(mlflow_runs(root)) == len(mlflow_runs(other)) == 1
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_sweep_that_stops_raises_the_clis_error_not_a_keyboard_interrupt(root):
+    with pytest.raises(SweepFailed, match="sweep stopped: 2 of 2 trials failed, more than max_failure_rate"):
+        trainlab.sweep(
+            *TINY, "logger=none", "hparams_search=lr", "optimizer.lr=choice(1e10)",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25", ONE_TRIAL_PER_JOB,
+        )  # fmt: skip
+    assert hydra_is_clear()

@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("trainlab.errors", "trainlab.rules", "trainlab.atomic"),  # one error format, rules as data
+    # one error format, rules as data, whole files, signals as requests
+    ("trainlab.errors", "trainlab.rules", "trainlab.atomic", "trainlab.interrupts"),
     ("trainlab.tracking",),  # MLflow/CSV runs, the spool, the creation lock, curves
     (  # the network and its config groups (conf/<group>/ ↔ these modules), validated at the edge
         "trainlab.norms",

@@ -9,13 +9,13 @@ import runpy
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+from faults import Fault, subprocess_env
 from trainlab.cluster.requeue import RequeueOnSignal, requeued_checkpoint
 
 # 160 training and 40 validation images: whole batches of 32 in one process, of 16 per rank in two.
@@ -58,10 +58,10 @@ def test_slurm_warning_signal_saves_the_run_and_the_requeued_job_finishes_it_as_
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    job = start(root, run_dir, epochs, SLURM_JOB_ID="4242", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    while not last.exists() and job.poll() is None:  # the first epoch's checkpoint: training is under way
-        time.sleep(0.05)
-    job.send_signal(signal.SIGUSR2)  # what submitit asks SLURM to send before the time limit
+    # USR2 (what submitit asks SLURM to send before the time limit) as epoch 1's last.ckpt is written
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    fault = subprocess_env(Fault("SIGUSR2", "checkpoint.last.ckpt", 2))
+    job = start(root, run_dir, epochs, **{**fault, "SLURM_JOB_ID": "4242", "PATH": path})
     _, stderr = job.communicate(timeout=300)
 
     assert job.returncode == 128 + signal.SIGUSR2, stderr.decode()[-3000:]
@@ -370,6 +370,15 @@ def test_pyxis_jobs_put_the_image_on_the_srun_line_and_python_is_the_images(
             "launcher.container.runtime='apptainer': must be a runtime installed on this machine "
             "(`apptainer` is not on PATH)",
         ),
+        (  # before: shlex's traceback when the job script was written
+            [
+                "launcher.container.runtime=pyxis",
+                "launcher.container.image=x",
+                """launcher.container.python='python -X "dev'""",
+            ],
+            """launcher.container.python='python -X "dev': must be a command, as a shell reads it (quotes """
+            "closed): python",
+        ),
     ],
 )
 def test_a_container_setting_that_cannot_run_is_one_line_and_exit_2_before_anything_is_submitted(
@@ -379,4 +388,19 @@ def test_a_container_setting_that_cannot_run_is_one_line_and_exit_2_before_anyth
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("multirun/*/.submitit"))
+
+
+def test_a_data_folder_the_containers_cannot_be_given_is_one_line_naming_the_key(run_cli, tmp_path):
+    """The data and MLflow folders are made here to be bound into the jobs' containers; before, one that could
+    not be made was an OSError's traceback."""
+    (tmp_path / "a_file").write_text("")
+    data = tmp_path / "a_file" / "data"
+    container = ["launcher.container.runtime=podman", "launcher.container.image=x"]
+    result = run_cli("launcher=slurm", "trainer=cpu", *container, f"paths.data_dir={data}", check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: paths.data_dir='{data}': must be a folder this user can create and write, to bind into the "
+        "jobs' containers (Not a directory)"
+    ]
     assert not list(tmp_path.glob("multirun/*/.submitit"))

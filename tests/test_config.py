@@ -32,7 +32,7 @@ def test_every_option_of_every_group_composes_and_validates(compose, override, t
         "data=custom": ["data._target_=user_data.modules.Stripes", "+data.size=8"],
     }
     if override == "data=image_folder":
-        extra[override] = [f"data.root={synthetic.write_image_folder(tmp_path, 2, 8, ('a', 'b'))}"]
+        extra[override] = [f"data.root={synthetic.write_image_folder(tmp_path, 5, 8, ('a', 'b'))}"]
     if override == "data=arrays":
         images, labels = synthetic.learnable_images(20, (10, 10), seed=0)
         np.savez(tmp_path / "a.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
@@ -108,6 +108,11 @@ def test_every_option_of_every_group_composes_and_validates(compose, override, t
         (["init=he", "init.distribution=cauchy"], "init.distribution='cauchy': must be normal or uniform"),
         (["data.val_size=0"], "data.val_size=0"),
         (["seed=abc"], "seed='abc': must be an integer"),
+        # Before: Lightning's ValueError when the run seeded itself, a traceback.
+        (
+            ["seed=-1"],
+            "seed=-1: must be an integer from 0 to 4294967295 (0 is a valid seed; null: a random one)",
+        ),
         (
             ["trainer.max_epochs=abc"],
             "trainer.max_epochs='abc': must be null, -1 (no end) or an integer >= 0",
@@ -123,6 +128,9 @@ def test_every_option_of_every_group_composes_and_validates(compose, override, t
             ["callbacks.progress_bar.refresh_rate=-1"],
             "callbacks.progress_bar.refresh_rate=-1: must be an integer >= 0",
         ),
+        (["data.download=null"], "data.download=None: must be true or false"),
+        (["diagnostics.enabled=yes"], "diagnostics.enabled='yes': must be true or false"),
+        (["logger.log_checkpoint=yes"], "logger.log_checkpoint='yes': must be true or false"),
     ],
 )
 def test_invalid_values_raise_one_line_naming_the_key(compose, overrides, message):
@@ -131,6 +139,55 @@ def test_invalid_values_raise_one_line_naming_the_key(compose, overrides, messag
     text = str(caught.value)
     assert message in text
     assert "\n" not in text
+
+
+LOGGED = "train/acc, train/loss, train/lr, train/penalty, val/acc, val/loss, weights/zero_fraction"
+RETURNED = f"test/acc, test/loss, {LOGGED}"  # after the final test
+NO_VAL = "train/acc, train/loss, train/lr, train/penalty (trainer.limit_val_batches=0: no validation)"
+NO_VAL_RUN = ["trainer.limit_val_batches=0", "callbacks.checkpoint.monitor=train/loss"]
+TYPO = "optimized_metric=val/accuracy"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimized_metric=val/accuracy"], f"optimized_metric='val/accuracy': must be one of {RETURNED}"),
+        (
+            ["optimized_metric=[val/acc,sparsity]"],
+            f"optimized_metric.1='sparsity': must be one of {RETURNED}",
+        ),
+        (["optimized_metric=[]"], f"optimized_metric=[]: must be a non-empty list of {RETURNED}"),
+        (["optimized_metric=3"], f"optimized_metric=3: must be one of {RETURNED}"),
+        (
+            ["trainer.limit_test_batches=0", "optimized_metric=test/acc"],
+            f"optimized_metric='test/acc': must be one of {LOGGED}",
+        ),
+        (
+            ["callbacks.checkpoint.monitor=test/acc"],
+            f"callbacks.checkpoint.monitor='test/acc': must be one of {LOGGED}",
+        ),
+        (["trainer.limit_val_batches=0"], f"callbacks.checkpoint.monitor='val/acc': must be one of {NO_VAL}"),
+        (NO_VAL_RUN, f"optimized_metric='val/acc': must be one of test/acc, test/loss, {NO_VAL}"),
+        (
+            [*NO_VAL_RUN, "optimized_metric=test/acc", "callbacks.early_stopping.enabled=true"],
+            f"callbacks.early_stopping.monitor='val/loss': must be one of {NO_VAL}",
+        ),
+    ],
+)
+def test_every_key_that_names_a_metric_names_one_the_run_logs(compose, overrides, message):
+    """One rule (trainlab.config.check_metrics): monitors name a metric logged at every epoch's end, the
+    returned `optimized_metric` may also name the final test's; no validation, no validation metrics."""
+    with pytest.raises(ConfigError) as caught:
+        validate(compose(*overrides))
+    assert str(caught.value) == message
+
+
+def test_the_metrics_a_run_logs_may_be_monitored_and_returned(compose):
+    for metric in LOGGED.split(", "):
+        validate(compose(f"callbacks.checkpoint.monitor={metric}", f"optimized_metric={metric}"))
+    validate(compose("optimized_metric=[val/acc,test/loss,weights/zero_fraction]"))
+    validate(compose("optimized_metric=null"))  # a run on its own may return nothing
+    validate(compose(*NO_VAL_RUN, "callbacks.checkpoint.mode=min", "optimized_metric=test/acc"))
 
 
 def test_seed_zero_is_a_valid_seed(compose):
@@ -153,6 +210,37 @@ def test_bad_value_on_the_cli_exits_2_with_one_line_and_leaves_no_run(run_cli, t
     assert result.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-0.5: must be a number > 0"
     assert "Traceback" not in result.stderr
     assert mlflow_runs(tmp_path) == []
+
+
+def test_a_metric_name_the_run_does_not_log_exits_2_with_one_line_and_leaves_no_run(run_cli, tmp_path):
+    result = run_cli(TYPO, check=False)  # before: it trained, then returned None
+    assert result.returncode == 2
+    line = f"error: optimized_metric='val/accuracy': must be one of {RETURNED}"
+    assert result.stderr.strip().splitlines() == [line]
+    assert mlflow_runs(tmp_path) == [] and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ([TYPO, "optimizer.lr=0.1,0.01"], f"optimized_metric='val/accuracy': must be one of {RETURNED}"),
+        (
+            [TYPO, "hparams_search=lr", "hydra.sweeper.n_trials=2"],
+            f"optimized_metric='val/accuracy': must be one of {RETURNED}",
+        ),
+        (
+            ["optimized_metric=val/acc", "hparams_search=elastic_net_pareto", "hydra.sweeper.n_trials=1"],
+            "optimized_metric='val/acc': must be a list of 2 metrics (one per hydra.sweeper.direction) of "
+            + RETURNED,
+        ),
+    ],
+)
+def test_a_sweep_with_a_metric_its_trials_cannot_return_trains_nothing(run_cli, tmp_path, args, line):
+    """Before: each trial trained to the end, then returned None (a grid) or failed (Optuna)."""
+    result = run_cli("-m", *args, check=False)
+    assert result.returncode != 0
+    assert line in result.stderr
+    assert not list(tmp_path.glob("multirun/**/*.ckpt")) and not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize(

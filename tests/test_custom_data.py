@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from user_callbacks.inputs import load_steps
 
 from conftest import REPO, TINY, mlflow_runs
 from trainlab.config import validate
@@ -14,11 +15,19 @@ from trainlab.module import Classifier
 
 USER_CODE = {"PYTHONPATH": str(REPO / "tests")}
 STRIPES = ["data=custom", "data._target_=user_data.modules.Stripes", "+data.size=8", "model=cnn"]
+# diagnostics=on of model=cnn's 4 layers (2 conv, 2 linear): each one's gradient norm and update ratio, and
+# the activation statistics of the 3 followed by a ReLU.
+DIAGNOSED = {f"{m}/layer{k}" for m in ("grad_norm", "update_ratio") for k in range(1, 5)} | {
+    f"{m}/layer{k}" for m in ("act_mean", "act_std", "saturation") for k in range(1, 4)
+}
 
 
 def test_a_users_datamodule_trains_and_sweeps_through_the_cli_with_platform_features(run_cli, tmp_path):
+    """Init, penalty, diagnostics (per-layer metrics) and augmentation (what the network is shown, recorded
+    by tests/user_callbacks/inputs.py) act on a user's batches as on trainlab's own."""
     extras = ["init=xavier", "regularizer=l2", "diagnostics=on", "augment=flip_crop"]
-    run_cli("-m", *TINY, *STRIPES, *extras, "optimizer.lr=0.05,0.1", env=USER_CODE)
+    watched = "callbacks.extra=[{_target_:user_callbacks.inputs.NetworkInputs,filename:inputs.pt}]"
+    run_cli("-m", *TINY, *STRIPES, *extras, watched, "optimizer.lr=0.05,0.1", env=USER_CODE)
     runs = mlflow_runs(tmp_path)
     assert len(runs) == 2
     for run in runs:
@@ -27,6 +36,15 @@ def test_a_users_datamodule_trains_and_sweeps_through_the_cli_with_platform_feat
         assert run.data.tags["data.source"] == "user_data.modules.Stripes"
         assert run.data.params["data.size"] == "8"
         assert run.data.metrics["train/penalty"] > 0 and "test/acc" in run.data.metrics
+        assert {m for m in run.data.metrics if "/layer" in m} == DIAGNOSED
+    assert len(list(tmp_path.glob("multirun/*/*/diagnostics/activations.json"))) == 2
+    shown = [load_steps(path) for path in tmp_path.glob("multirun/*/*/inputs.pt")]
+    assert len(shown) == 2
+    for steps in shown:  # training batches shifted and flipped, nearly every image; validation ones as given
+        assert len(steps["train"]) == 4 and len(steps["val"]) == 4
+        given, seen = map(torch.cat, zip(*steps["train"].values(), strict=True))
+        assert (given != seen).flatten(1).any(1).float().mean() > 0.9
+        assert all(torch.equal(seen, given) for given, seen in steps["val"].values())
     [best, *_] = sorted(tmp_path.glob("multirun/*/*/checkpoints/best.ckpt"))
     restored = Classifier.load_from_checkpoint(best, weights_only=True)
     assert restored.hparams.class_names == ["rows", "columns"]

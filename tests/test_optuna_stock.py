@@ -6,6 +6,7 @@ test says so. Also the name rule: who answers to `hydra/sweeper=optuna` when the
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -29,6 +31,7 @@ from hydra_plugins.trainlab_optuna_sweeper.search_space import (
     from_search_space,
     parse_search_space,
     to_distribution,
+    to_grammar,
 )
 
 APPS = Path(__file__).parent / "optuna_apps"
@@ -87,6 +90,24 @@ def test_create_optuna_distribution_from_override(override, expected):
         assert sorted(map(str, actual.choices)) == sorted(map(str, expected.choices))
     else:
         assert actual == expected
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    [
+        CategoricalDistribution([1, 2]),
+        CategoricalDistribution([True, False, 1.5, "hello world"]),
+        IntDistribution(1, 3),
+        IntDistribution(0, 10, step=2),
+        IntDistribution(1, 5, log=True),
+        FloatDistribution(1e-5, 1.0, log=True),
+        FloatDistribution(-5.5, 5.5, step=0.5),
+    ],
+)
+def test_a_distribution_is_shown_in_the_sweep_grammar_that_gives_it_back(distribution):
+    """What a message shows of a search space (`to_grammar`) is what a user writes for it."""
+    override = OverridesParser.create().parse_overrides([f"key={to_grammar(distribution)}"])[0]
+    assert to_distribution(override) == distribution
 
 
 @pytest.mark.parametrize(
@@ -397,3 +418,148 @@ def test_with_the_stock_plugin_installed_optuna_is_the_stock_one_and_trainlab_op
     result = subprocess.run(cmd, cwd=APPS, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert results(sweep).trials == {"COMPLETE": 3}
+
+
+# Another app through trainlab's sweepers: its configs share keys with trainlab's train.yaml, not its task.
+HYDRA_APPS = Path(__file__).parent / "hydra_apps"
+APP_CONFIGS = ["no_paths", "no_trainer", "structured"]
+# Jobs that trainlab would train as populations (they differ in their seeds only, two by two).
+GRID = ["seed=0,1", "model.width=8,16"]
+
+
+def run_hydra_app(*args: str) -> subprocess.CompletedProcess:
+    """`python app.py -m ARGS` from tests/hydra_apps/, which must exit 0 without a traceback."""
+    cmd = [sys.executable, "app.py", "-m", *args]
+    result = subprocess.run(cmd, cwd=HYDRA_APPS, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result
+
+
+def sweep_folder(sweep_dir: Path) -> dict[str, object]:
+    """Each file of a sweep folder by its path in it (YAML as data), less what names the sweeper and the
+    folder itself: the one thing that `hydra/sweeper=grid` instead of `basic` may change."""
+    files: dict[str, object] = {}
+    for path in sorted(p for p in sweep_dir.rglob("*") if p.is_file()):
+        text = path.read_text().replace(str(sweep_dir), "SWEEP")
+        data = yaml.safe_load(text) if path.suffix == ".yaml" else text
+        if isinstance(data, dict) and "hydra" in data:
+            data["hydra"].pop("sweeper")
+            data["hydra"]["runtime"]["choices"].pop("hydra/sweeper")
+            hydra_overrides = data["hydra"]["overrides"]["hydra"]
+            data["hydra"]["overrides"]["hydra"] = [o for o in hydra_overrides if "sweeper" not in o]
+        files[str(path.relative_to(sweep_dir))] = data
+    return files
+
+
+def sweep_in_process(config: str, sweeper: str, sweep_dir: Path) -> list[list[tuple]]:
+    """What the sweeper returns to Hydra for the app's grid: each job's overrides, status, value, config."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    spec = importlib.util.spec_from_file_location("hydra_app", HYDRA_APPS / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    GlobalHydra.instance().clear()
+    overrides = [f"hydra/sweeper={sweeper}", f"hydra.sweep.dir={sweep_dir}", *GRID]
+    try:
+        with initialize_config_dir(str(HYDRA_APPS / "conf"), version_base="1.3", job_name="app"):
+            batches = GlobalHydra.instance().hydra.multirun(config, app.main.__wrapped__, overrides)
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+    return [[(r.overrides, r.status, r.return_value, r.cfg) for r in batch] for batch in batches]
+
+
+@pytest.mark.parametrize("config", APP_CONFIGS)
+def test_the_grid_sweeper_runs_another_apps_sweep_exactly_as_hydras_basic_sweeper(config, tmp_path):
+    """Same jobs, order, overrides, folders, outputs and multirun.yaml from `-m`, and the same returns."""
+    for sweeper in ("grid", "basic"):
+        folder = f"hydra.sweep.dir={tmp_path / sweeper}"
+        run_hydra_app(f"--config-name={config}", f"hydra/sweeper={sweeper}", folder, *GRID)
+    grid, basic = sweep_folder(tmp_path / "grid"), sweep_folder(tmp_path / "basic")
+    assert grid == basic
+    assert [grid[f"{job}/value.txt"] for job in range(4)] == ["0.8\n", "1.6\n", "1.8\n", "2.6\n"]
+    returns = sweep_in_process(config, "grid", tmp_path / "in_grid")
+    assert returns == sweep_in_process(config, "basic", tmp_path / "in_basic")
+    assert [value for _, _, value, _ in returns[0]] == [0.8, 1.6, 1.8, 2.6]
+
+
+def test_another_apps_optuna_search_runs_one_trial_a_job_even_with_model_and_trainer(tmp_path):
+    """Populations are trainlab's task's: an app whose config has `model` and `trainer` too (as a
+    lightning-hydra-template app's has) gets plain jobs, and a `population=K` set by hand is ignored."""
+    for population in ("null", "3"):
+        sweep = tmp_path / population / "sweep"  # a study of its own beside it
+        result = run_hydra_app(
+            f"hydra.sweep.dir={sweep}", "hydra/sweeper=trainlab_optuna", "hydra.sweeper.n_trials=3",
+            f"hydra.sweeper.population={population}", "lr=interval(0.1, 0.2)",
+        )  # fmt: skip
+        assert results(sweep).trials == {"COMPLETE": 3}
+        assert sorted(p.parent.name for p in sweep.glob("*/value.txt")) == ["0", "1", "2"]
+    assert "hydra.sweeper.population=3 ignored: populations train trainlab's task" in result.stdout
+
+
+# A study resumes only the search it was created for: the stock example's config names its study `sphere`.
+X_RANGE = {"low": -5.5, "high": 5.5, "step": 0.5, "log": False}  # range(-5.5, 5.5, step=0.5)
+STUDY_RECORD = {
+    "space": {
+        "x": {"name": "FloatDistribution", "attributes": X_RANGE},
+        "y": {"name": "CategoricalDistribution", "attributes": {"choices": [-5, 0, 5]}},
+    },
+    "direction": ["minimize"],
+    "objective": "the task's return value",
+    "app": "sphere/config",
+}
+WAY_OUT = "to start a new study, set another hydra.sweeper.study_name or a new hydra.sweeper.storage"
+
+
+def sphere_study(tmp_path: Path, name: str = "sphere") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def test_a_study_is_resumed_only_for_its_search_else_one_line_and_nothing_written(tmp_path):
+    run_app("sphere.py", tmp_path / "first", "hydra.sweeper.n_trials=2")
+    before = sphere_study(tmp_path)
+    assert before.user_attrs["search"] == STUDY_RECORD
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    changes = {
+        "x=range(-5.5, 0.5, step=0.5)": (
+            "search space x=range(-5.5, 5.5, step=0.5), now x=range(-5.5, 0.5, step=0.5)"
+        ),
+        "hydra.sweeper.direction=maximize": "direction minimize, now maximize",
+    }
+    for change, differs in changes.items():
+        result = run_app("sphere.py", tmp_path / "again", "hydra.sweeper.n_trials=4", change, check=False)
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"error: study sphere in {storage} was created for another search: {differs}; {WAY_OUT}"
+        )
+    after = sphere_study(tmp_path)
+    assert len(after.trials) == 2 and after.user_attrs == before.user_attrs
+    assert not (tmp_path / "again").exists()
+
+
+def test_another_app_meeting_a_study_of_the_same_name_in_the_same_folder_is_stopped(tmp_path):
+    run_app("sphere.py", tmp_path / "first", "hydra.sweeper.n_trials=1")
+    other = "custom-search-space-objective.py"
+    result = run_app(other, tmp_path / "second", "hydra.sweeper.study_name=sphere", check=False)
+    assert result.returncode == 2
+    assert "app sphere/config, now custom-search-space-objective/config; " in result.stderr
+    assert len(sphere_study(tmp_path).trials) == 1
+
+
+def test_a_study_of_an_earlier_trainlab_without_a_record_is_resumed_and_recorded(tmp_path):
+    optuna.create_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/optuna.db")
+    run_app("sphere.py", tmp_path / "sweep", "hydra.sweeper.n_trials=2")
+    study = sphere_study(tmp_path)
+    assert len(study.trials) == 2 and study.user_attrs["search"] == STUDY_RECORD
+
+
+def test_with_the_default_study_name_another_search_space_is_another_study(tmp_path):
+    run_app("sphere.py", tmp_path / "first", "hydra.sweeper.study_name=null", "hydra.sweeper.n_trials=1")
+    run_app(
+        "sphere.py", tmp_path / "second", "hydra.sweeper.study_name=null", "hydra.sweeper.n_trials=1",
+        "x=range(-5.5, 0.5, step=0.5)",
+    )  # fmt: skip
+    studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db")
+    assert len(studies) == 2 and all(s.n_trials == 1 for s in studies)

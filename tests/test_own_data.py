@@ -194,6 +194,26 @@ FOLDER_MISTAKES = {
         r"data\.image_size=None: must be an integer or \[height, width\]: the images differ",
     ),
     "no root": (lambda root: [], r"data\.root=None: must be the folder that holds one folder of images"),
+    "root not a path": (lambda root: ["data.root=3"], r"data\.root=3: must be the folder that holds"),
+    # Before: the images were decoded and cached, then a traceback (the checks below were the loader's).
+    "no test/ and no test_size": (
+        lambda root: [*_sizes(root), "data.test_size=null"],
+        r"^data\.test_size=None: must be a fraction in \(0, 1\) or an integer count >= 1 \(.*/f has no test/ "
+        r"folder: the test images are held out of the others\)$",
+    ),
+    "test_size of every image": (
+        lambda root: [*_sizes(root), "data.test_size=36"],
+        r"^data\.test_size=36: must be a share or count of the 36 images, not 0 or all$",
+    ),
+    "no validation image left": (
+        lambda root: [*_sizes(root), "data.test_size=0.9"],
+        r"^data\.val_size=0\.1: must be a share or count of the 4 images, not 0 or all$",
+    ),
+    "split_seed null": (
+        lambda root: [*_sizes(root), "data.split_seed=null"],
+        r"^data\.split_seed=None: must be an integer from 0 to 4294967295 \(the held-out images are the "
+        r"same in every run\)$",
+    ),
 }
 
 
@@ -235,6 +255,15 @@ NPZ_MISTAKES = {
         lambda root: [f"data.path={root / 'none.npz'}"],
         r"data\.path='.*none\.npz': must be an existing",
     ),
+    "path not a path": (lambda root: ["data.path=3"], r"^data\.path=3: must be an existing \.npz file"),
+    "val_size of every image": (
+        lambda root: [*_npz()(root), "data.val_size=60"],
+        r"^data\.val_size=60: must be a share or count of the 60 images, not 0 or all$",
+    ),
+    "split_seed null": (
+        lambda root: [*_npz()(root), "data.split_seed=null"],
+        r"^data\.split_seed=None: must be",
+    ),
 }
 
 
@@ -245,6 +274,28 @@ def test_npz_mistakes_name_the_file_and_array(compose, tmp_path, mistake):
     with pytest.raises(UserError, match=message):
         validate(cfg)
         build_datamodule(cfg.data, 0)
+
+
+def test_a_folder_without_test_images_or_test_size_stops_before_any_image_is_decoded(run_cli, tmp_path):
+    folder = write_folder(tmp_path / "f")
+    result = run_cli(*TINY, "data=image_folder", f"data.root={folder}", "data.test_size=null", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data.test_size=None: must be a fraction in (0, 1) or an integer count >= 1 ({folder} has no "
+        "test/ folder: the test images are held out of the others)"
+    ]
+    assert mlflow_runs(tmp_path) == [] and not (tmp_path / "data").exists()
+
+
+def test_a_datamodule_whose_arguments_give_no_image_shape_is_one_line(compose):
+    """Before: int('abc') raised inside trainlab with a traceback."""
+    cfg = compose("data=custom", "data._target_=user_data.modules.Stripes", "+data.size=abc")
+    with pytest.raises(UserError) as caught:
+        validate(cfg)
+    assert str(caught.value) == (
+        "data._target_='user_data.modules.Stripes': must be a LightningDataModule of (C, H, W) images, "
+        "not (1, 'abc', 'abc')"
+    )
 
 
 @pytest.mark.parametrize("kind", ["image_folder", "arrays"])

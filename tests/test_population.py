@@ -404,11 +404,9 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_u
     run_cli, tmp_path, schedule
 ):
     import signal
-    import subprocess
-    import sys
-    import time
 
-    from conftest import TRAIN, cli_env, write_mnist
+    from conftest import write_mnist
+    from faults import Fault, subprocess_env
 
     job = [
         "population=[{overrides:['optimizer.lr=0.05']},{overrides:['optimizer.lr=0.02','seed=4'"
@@ -427,21 +425,12 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_the_population_like_an_u
         write_mnist(root / "data", n_train=556, n_test=50)
     run_cli(*job, root=straight)
 
-    process = subprocess.Popen(
-        [sys.executable, str(TRAIN), f"paths.root_dir={killed}", *job],
-        cwd=killed,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not list(killed.glob("outputs/*/*/checkpoints/last.ckpt")):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # kill -9 as the population's third last.ckpt (step 21: one every 7 steps) is about to be written
+    fault = subprocess_env(Fault("SIGKILL", "checkpoint.last.ckpt", 3))
+    dead = run_cli(*job, root=killed, env=fault, check=False)
+    assert dead.returncode == -signal.SIGKILL
     [last] = killed.glob("outputs/*/*/checkpoints/last.ckpt")
-    assert 0 < torch.load(last, weights_only=True)["global_step"] < 100  # killed mid-run
+    assert torch.load(last, weights_only=True)["global_step"] == 14
     assert {r.info.status for r in mlflow_runs(killed)} == {"RUNNING"}
 
     run_cli(*job, "ckpt_path=last", root=killed)

@@ -3,6 +3,7 @@ writers, corrupt or malicious files, a full disk — and what the user is left w
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -17,7 +18,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ONE_TRIAL_PER_JOB, TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+from conftest import ONE_TRIAL_PER_JOB, REPO, TINY, TRAIN, cli_env, mlflow_runs, write_mnist
+from faults import Fault, subprocess_env
 
 QUIET = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -44,6 +46,11 @@ def wait_for(
         time.sleep(0.02)
 
 
+def stopped(process: subprocess.Popen) -> bool:
+    """Whether the process is held by SIGSTOP (a state it reaches for sure, at the moment the test chose)."""
+    return Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+
+
 def last_checkpoint(root: Path) -> Path | None:
     found = sorted(root.glob("outputs/*/*/checkpoints/last.ckpt"))
     return found[0] if found else None
@@ -68,6 +75,16 @@ SLOW = [
 SCHEDULE = ["scheduler=warmup_cosine", "scheduler.warmup=30", "scheduler.start_factor=0.1"]
 
 
+def signal_at(epoch: int, batch: int, name: str) -> str:
+    """The override that sends signal `name` to the run's own process during that batch: the moment is
+    the test's, not a race between a poll and a fast machine (tests/user_callbacks/signals.py)."""
+    target = "user_callbacks.signals.SignalAt"
+    return f"+callbacks.extra=[{{_target_: {target}, epoch: {epoch}, batch: {batch}, name: {name}}}]"
+
+
+USER_CODE = {"PYTHONPATH": str(REPO / "tests")}
+
+
 @pytest.mark.parametrize("schedule", [[], SCHEDULE], ids=["constant_lr", "warmup_cosine"])
 def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tmp_path, schedule):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -75,14 +92,14 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tm
         write_mnist(root / "data", n_train=556, n_test=50)
     run_cli(*SLOW, *schedule, root=straight)
 
-    process = start_cli(killed, *SLOW, *schedule)
-    wait_for(lambda: last_checkpoint(killed) is not None, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    stopped_at = torch.load(last_checkpoint(killed), weights_only=True)["global_step"]
-    assert 0 < stopped_at < 100  # killed mid-run
+    # kill -9 as the third last.ckpt (step 21; one every 7 steps) is about to be written: the same command
+    # then resumes from step 14's
+    fault = subprocess_env(Fault("SIGKILL", "checkpoint.last.ckpt", 3))
+    dead = run_cli(*SLOW, *schedule, root=killed, env=fault, check=False)
+    assert dead.returncode == -signal.SIGKILL
+    assert torch.load(last_checkpoint(killed), weights_only=True)["global_step"] == 14
     [run] = mlflow_runs(killed)
-    assert run.info.status == "RUNNING"  # until it is resumed
+    assert run.info.status == "RUNNING"  # until the next command on the store looks at it
 
     run_cli(*SLOW, *schedule, "ckpt_path=last", root=killed)
     expected, resumed = final_state(straight), final_state(killed)
@@ -93,36 +110,66 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tm
     assert run.data.metrics["test/acc"] == mlflow_runs(straight)[0].data.metrics["test/acc"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_marks_the_run_killed(tmp_path, sig):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_at_the_batch_end_saved_and_marks_the_run_killed(run_cli, tmp_path, sig):
     write_mnist(tmp_path / "data", n_train=556, n_test=50)
-    process = start_cli(tmp_path, *SLOW, "trainer.max_epochs=50")
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    wait_for(lambda: last_checkpoint(tmp_path) is not None, process)
-    process.send_signal(sig)
-    process.wait(timeout=120)
-    assert process.returncode != 0
+    result = run_cli(*SLOW, "trainer.max_epochs=50", signal_at(1, 3, sig), env=USER_CODE, check=False)
+    assert result.returncode == 128 + getattr(signal, sig)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted by {sig}: the run is saved (MLflow run KILLED); the same command with "
+        "ckpt_path=last resumes it"
+    )
     [run] = mlflow_runs(tmp_path)
-    assert run.info.status == "KILLED"
-    state = torch.load(last_checkpoint(tmp_path), weights_only=True)
-    assert state["global_step"] > 0
-    assert client.get_run(run.info.run_id).data.tags["failure_reason"].startswith("interrupted")
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == f"interrupted ({sig})"
+    saved = torch.load(last_checkpoint(tmp_path), weights_only=True)
+    assert saved["global_step"] == 50 + 4  # at the end of the batch the signal came in
 
 
-def test_a_second_signal_exits_at_once(tmp_path):
+def test_a_run_killed_with_kill_9_is_marked_killed_by_the_next_command_on_its_store(run_cli, tmp_path):
+    write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    dead = run_cli(*QUIET, "trainer.max_epochs=2", signal_at(0, 0, "SIGKILL"), env=USER_CODE, check=False)
+    assert dead.returncode == -signal.SIGKILL
+    [orphan] = mlflow_runs(tmp_path)
+    assert orphan.info.status == "RUNNING"
+    run_cli(*QUIET, "trainer.max_epochs=1", "optimizer=adam")  # another run, on the same store
+    orphan = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").get_run(orphan.info.run_id)
+    assert orphan.info.status == "KILLED"
+    assert "ended without ending the run" in orphan.data.tags["failure_reason"]
+
+
+def signalled(body: str) -> subprocess.CompletedProcess:
+    """Run `body` (Python, indented under `with interrupts.cooperative():`) in a process of its own."""
     code = (
         "import os, signal, time\n"
-        "from trainlab.run.interrupts import graceful_interrupts\n"
-        "with graceful_interrupts():\n"
-        "    try:\n"
-        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
-        "    except KeyboardInterrupt:\n"
-        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"  # a slow graceful shutdown
-        "print('never reached')\n"
+        "from trainlab import interrupts\n"
+        "with interrupts.cooperative():\n"
+        f"{body}"
+        "print('never reached', flush=True)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+
+
+def test_a_first_signal_is_only_recorded_and_a_second_exits_at_once():
+    result = signalled(
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)\n"  # recorded: nothing is raised
+        "    print('recorded', interrupts.received() == signal.SIGINT, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"  # a slow way to the next batch
+    )
     assert result.returncode == 128 + signal.SIGINT
-    assert "never reached" not in result.stdout
+    assert result.stdout == "recorded True\n"
+
+
+def test_a_second_signal_lets_a_critical_write_finish_then_exits():
+    """An MLflow spool line is appended inside `critical`: a second Ctrl-C cannot tear it."""
+    result = signalled(
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2)\n"
+        "    with interrupts.critical():\n"
+        "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.5)\n"
+        "        print('write finished', flush=True)\n"
+        "    time.sleep(30)\n"
+    )
+    assert result.returncode == 128 + signal.SIGTERM
+    assert result.stdout == "write finished\n"
 
 
 def test_divergence_keeps_the_last_good_checkpoint(run_cli, mnist_root, tmp_path):
@@ -192,18 +239,13 @@ def test_server_that_vanishes_mid_run_loses_nothing(tmp_path):
     server = MlflowServer(tmp_path)
     server.start()
     try:
-        process = start_cli(
-            tmp_path, *SLOW, "trainer.max_epochs=3", env=cli_env(MLFLOW_TRACKING_URI=server.uri)
-        )
+        # The run holds still (SIGSTOP) as epoch 0's best.ckpt is written; the server goes; the run goes on.
+        env = subprocess_env(Fault("SIGSTOP", "checkpoint.best.ckpt", 1), MLFLOW_TRACKING_URI=server.uri)
+        process = start_cli(tmp_path, *SLOW, "trainer.max_epochs=3", env=env)
         client = MlflowClient(server.uri)
-
-        def first_epoch_logged() -> bool:
-            experiment = client.get_experiment_by_name("trainlab")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            return bool(runs) and "val/acc" in runs[0].data.metrics
-
-        wait_for(first_epoch_logged, process)
+        wait_for(lambda: stopped(process), process)
         server.stop()
+        process.send_signal(signal.SIGCONT)
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]  # training completed without the server
         [spool] = tmp_path.glob("outputs/*/*/mlflow_spool.jsonl")
@@ -368,3 +410,92 @@ def test_kill_9_while_a_file_of_the_run_is_rewritten_leaves_the_previous_one_who
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert path.stat().st_size == size
+
+
+def test_a_run_whose_end_cannot_be_written_keeps_its_outcome_and_the_next_command_sends_it(
+    run_cli, tmp_path, monkeypatch
+):
+    """The store refuses the run's last write ("database is locked" each time, a fresh connection too):
+    the run's result stands, its end is kept beside the store and in run.json, one line says so, and the
+    next command on the store writes it."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient as Client
+
+    import trainlab
+
+    write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    monkeypatch.setenv("TRAINLAB_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Client, "set_terminated", locked)
+    run = trainlab.train(*QUIET, "trainer.max_epochs=1", "logger.log_model=false")
+    assert 0 <= run.value <= 1  # the run's own outcome
+    monkeypatch.undo()
+    [stored] = mlflow_runs(tmp_path)
+    assert stored.info.status == "RUNNING"
+    assert json.loads((run.output_dir / "run.json").read_text())["outcome"] == {
+        "status": "FINISHED",
+        "failure_reason": None,
+    }
+    assert (tmp_path / "mlruns" / "spool" / f"{run.run_id}.jsonl").is_file()
+
+    run_cli(*QUIET, "trainer.max_epochs=1", "optimizer=adam")  # the next command on the store
+    assert {r.info.run_id: r.info.status for r in mlflow_runs(tmp_path)}[run.run_id] == "FINISHED"
+    assert not (tmp_path / "mlruns" / "spool" / f"{run.run_id}.jsonl").exists()
+
+
+def test_a_torn_last_line_of_the_spool_is_left_out_and_every_whole_write_is_sent(tmp_path):
+    """A kill or a full disk mid-append leaves the spool's last line torn: the writes before it are sent,
+    and a later append starts on a line of its own."""
+    from trainlab.tracking.spool import ResilientClient, append_line, spooled
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("spool")).info.run_id
+    spool = tmp_path / "mlflow_spool.jsonl"
+    writer = ResilientClient(uri, spool)
+    writer.keep("set_tag", run, "before", "1")
+    with spool.open("a") as file:
+        file.write('{"method": "set_tag", "args": ["')  # the torn append
+    append_line(spool, json.dumps({"method": "set_tag", "args": [run, "after", "2"], "kwargs": {}}))
+    assert len(spooled(spool)) == 2
+    assert writer.flush()
+    assert {k: v for k, v in client.get_run(run).data.tags.items() if k in ("before", "after")} == {
+        "before": "1",
+        "after": "2",
+    }
+
+
+def test_the_sqlite_stores_are_in_write_ahead_log_mode(run_cli, mnist_root, tmp_path):
+    """Readers (the MLflow UI, a report) never wait for a writer, and a write is one append."""
+    import sqlite3
+
+    run_cli("-m", *TINY, "hparams_search=lr", "hydra.sweeper.n_trials=1")
+    for store in ("mlruns/mlflow.db", "multirun/optuna.db"):
+        with sqlite3.connect(tmp_path / store) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",), store
+
+
+def test_writers_of_one_file_at_once_each_leave_it_whole(tmp_path):
+    """Two processes' writes of one file (a group's record, a sweep's results) each go to a file of their
+    own beside it: with one shared half-written name, one writer would rename the other's away or
+    half-written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainlab.atomic import write_atomically
+
+    path = tmp_path / "group.json"
+    payloads = [json.dumps({"writer": w, "data": "x" * 200_000}) for w in range(4)]
+
+    def write(payload: str) -> None:
+        for _ in range(50):
+            write_atomically(path, payload)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, payloads))  # raises what any writer raised
+    assert path.read_text() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["group.json"]

@@ -9,7 +9,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 from scipy import stats
 
 from conftest import TINY, TRAIN, cli_env, mlflow_runs
+from faults import Fault, subprocess_env
 from trainlab.data import build_datamodule
 from trainlab.errors import ConfigError
 from trainlab.repeats.stats import summarize, welch_p
@@ -169,27 +169,20 @@ def test_a_group_in_an_optuna_sweep_reports_the_mean_and_keeps_the_std(run_cli, 
 
 @pytest.mark.parametrize("how", ["population", "one after another"])
 def test_kill_9_during_a_group_then_ckpt_path_last_keeps_what_was_done_and_resumes(mnist_root, tmp_path, how):
-    # A population takes no user callback to hold it still, and a tiny one trains an epoch in ~35 ms: 40
-    # epochs leave the kill a window of about a second. One after another, the callback holds seed_1 after
-    # its first epoch: killed there, not later.
-    epochs = 40 if how == "population" else 4
-    args = [f"paths.root_dir={tmp_path}", "repeats=2", f"trainer.max_epochs={epochs}", *TINY[1:]]
-    if how != "population":
-        args.append("callbacks.extra=[{_target_:user_callbacks.stall.StallAfterFirstEpoch}]")
-    process = subprocess.Popen(
+    # kill -9 as a last.ckpt is about to be written: the population's second (its epoch 1), or one after
+    # another seed_1's second (seed_0 wrote four in its 4 epochs): each has its epoch 0 saved.
+    args = [f"paths.root_dir={tmp_path}", "repeats=2", "trainer.max_epochs=4", *TINY[1:]]
+    if how != "population":  # a callback of the user's: the runs train one after another (not as one network)
+        args.append("callbacks.extra=[{_target_:lightning.pytorch.callbacks.Timer}]")
+    nth = 2 if how == "population" else 6
+    process = subprocess.run(
         [sys.executable, str(TRAIN), *args],
         cwd=tmp_path,
-        env=cli_env(PYTHONPATH=USER_CODE, TRAINLAB_TEST_STALL="seed_1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=subprocess_env(Fault("SIGKILL", "checkpoint.last.ckpt", nth)),
+        capture_output=True,
+        timeout=300,
     )
-    interrupted = "population" if how == "population" else "seed_1"
-    deadline = time.monotonic() + 240
-    while not list(tmp_path.glob(f"outputs/*/*/{interrupted}/checkpoints/last.ckpt")):
-        assert process.poll() is None and time.monotonic() < deadline, "the group ended before it was killed"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.returncode == -signal.SIGKILL
     [folder] = [p.parent for p in tmp_path.glob("outputs/*/*/group.json")]
     first = json.loads((folder / "group.json").read_text())
     assert list(first["done"]) == ([] if how == "population" else ["seed_0"])
@@ -247,3 +240,21 @@ def test_the_report_draws_each_group_as_a_mean_and_std_band_and_tables_mean_and_
     assert "(mean ± std of 3 runs)" in panels[0].get_title()
     table = (drawn.png.parent / "overfitting_results.txt").read_text()
     assert f"{summary.mean:.3f} ± {summary.half_width:.3f}" in table
+
+
+def test_ctrl_c_in_a_group_trained_one_after_another_marks_the_parent_interrupted(
+    run_cli, mnist_root, tmp_path
+):
+    """A user's callback keeps the runs one after another; it also sends the Ctrl-C, during seed_0's
+    second epoch (tests/user_callbacks/signals.py). The parent run says why it stopped: interrupted, not
+    "preempted: saved and requeued" (a requeue is SLURM's)."""
+    stop = "+callbacks.extra=[{_target_: user_callbacks.signals.SignalAt, epoch: 1, batch: 0}]"
+    result = run_cli(
+        "repeats=2", "trainer.max_epochs=3", *TINY[1:], stop, env={"PYTHONPATH": USER_CODE}, check=False
+    )
+    assert result.returncode == 128 + signal.SIGINT
+    assert result.stderr.strip().splitlines()[-1].startswith("interrupted by SIGINT: the run is saved")
+    runs = {r.data.tags.get("group.member", "parent"): r for r in mlflow_runs(tmp_path)}
+    assert set(runs) == {"parent", "seed_0"}
+    for run in runs.values():
+        assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted (SIGINT)"

@@ -3,12 +3,9 @@ a subprocess on tiny MNIST files, real MLflow stores."""
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,6 +14,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import ONE_TRIAL_PER_JOB, TINY, TRAIN, cli_env, mlflow_runs
+from faults import Fault, subprocess_env
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -32,20 +30,6 @@ def load_study(root: Path) -> optuna.Study:
 
 def states(study: optuna.Study) -> list[str]:
     return sorted(t.state.name for t in study.get_trials(deepcopy=False))
-
-
-def trial_states_readonly(db: Path) -> list[str]:
-    """The trials' states, read without creating anything (the sweeper may be creating the tables); a
-    RUNNING trial counts once its parameters are drawn, i.e. once its job can start."""
-    query = (
-        "SELECT state FROM trials t WHERE state != 'RUNNING' "
-        "OR EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id)"
-    )
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-            return [state for (state,) in connection.execute(query)]
-    except sqlite3.OperationalError:  # no file or no table yet
-        return []
 
 
 def sweep_results(root: Path) -> list:
@@ -116,22 +100,14 @@ def test_a_sweeper_joining_a_study_another_is_starting_files_its_trials_under_th
 
 def test_killed_sweep_resumes_with_the_same_command_to_exactly_n_trials(mnist_root, tmp_path):
     args = ["-m", f"paths.root_dir={tmp_path}", *TINY, *RANDOM, "hparams_search=lr", SAFE_LR]
+    args.append(ONE_TRIAL_PER_JOB)  # trials one after another: one completes, then the next is killed
     cmd = [sys.executable, str(TRAIN), *args, "hydra.sweeper.n_trials=3", "trainer.max_epochs=2"]
-    sweep = subprocess.Popen(
-        cmd, cwd=tmp_path, env=cli_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:  # kill it while a trial runs, after one has completed
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and sweep.poll() is None:
-            found = trial_states_readonly(tmp_path / "multirun" / "optuna.db")
-            if "COMPLETE" in found and "RUNNING" in found:
-                break
-            time.sleep(0.05)
-    finally:
-        os.killpg(sweep.pid, signal.SIGKILL)
-        sweep.wait()
-    assert "RUNNING" in states(load_study(tmp_path)), "the sweep ended before it could be killed mid-trial"
+    # kill -9 as the second trial's first last.ckpt is about to be written (the first trial wrote two)
+    fault = subprocess_env(Fault("SIGKILL", "checkpoint.last.ckpt", 3))
+    killed = subprocess.run(cmd, cwd=tmp_path, env=fault, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert states(load_study(tmp_path)) == ["COMPLETE", "RUNNING"]
+    assert "RUNNING" in {r.info.status for r in mlflow_runs(tmp_path)}  # its run, until the next command
 
     resumed = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -139,6 +115,7 @@ def test_killed_sweep_resumes_with_the_same_command_to_exactly_n_trials(mnist_ro
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     interrupted = study.get_trials(states=(TrialState.FAIL,))
     assert len(complete) == 3 and "RUNNING" not in states(study)
+    assert "RUNNING" not in {r.info.status for r in mlflow_runs(tmp_path)}
     assert len({t.params["optimizer.lr"] for t in complete}) == 3  # none run twice
     assert interrupted and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in interrupted)
     # ... and none lost: the interrupted trial's parameters ran again.
@@ -337,3 +314,49 @@ def test_population_null_is_four_where_trials_share_a_network_and_one_elsewhere(
     sweeper = OmegaConf.to_container(config.hydra.sweeper)
     sweeper.pop("_target_")
     assert population_size(Settings(**sweeper), config) == size
+
+
+def test_populations_are_for_trainlabs_own_task_told_by_its_function_not_its_config():
+    """train.py's `main` and trainlab.api's `run_job` read `population=[…]`; another app's task does not,
+    whatever keys its config shares with trainlab's (tests/hydra_apps/app.py has them all)."""
+    from hydra_plugins.trainlab_population.grid_sweeper import trainlab_task
+    from trainlab.cli.main import run_job
+
+    train_py = {}
+    exec(compile("def main(cfg): ...", str(TRAIN), "exec"), train_py)  # a function of src/train.py
+    other = {}
+    exec(compile("def main(cfg): ...", str(TRAIN.parents[1] / "tests/hydra_apps/app.py"), "exec"), other)
+    assert trainlab_task(train_py["main"]) and trainlab_task(run_job)
+    assert not trainlab_task(other["main"]) and not trainlab_task(print)
+
+
+def test_a_rerun_with_another_search_under_its_study_name_stops_in_one_line_before_it_writes(
+    run_cli, mnist_root, tmp_path
+):
+    named = [
+        "-m", *TINY, *RANDOM, "hparams_search=lr", "hydra.sweeper.study_name=mine",
+        "hydra.sweeper.n_trials=1",
+    ]  # fmt: skip
+    run_cli(*named, SAFE_LR)
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.db"
+    before = optuna.load_study(study_name="mine", storage=storage)
+    assert before.user_attrs["search"]["app"] == "train/train"
+    runs = sorted(r.info.run_id for r in mlflow_runs(tmp_path))
+    changes = {
+        "optimizer.lr=tag(log, interval(0.001, 0.01))": (
+            "search space optimizer.lr=tag(log, interval(0.01, 0.2)), "
+            "now optimizer.lr=tag(log, interval(0.001, 0.01))"
+        ),
+        "optimized_metric=val/loss": "objective val/acc, now val/loss",
+        "hydra.sweeper.direction=minimize": "direction maximize, now minimize",
+    }
+    for change, differs in changes.items():
+        result = run_cli(*named, SAFE_LR, change, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: study mine in {storage} was created for another search: {differs}; "
+            "to start a new study, set another hydra.sweeper.study_name or a new hydra.sweeper.storage"
+        )
+    after = optuna.load_study(study_name="mine", storage=storage)
+    assert len(after.trials) == 1 and after.user_attrs == before.user_attrs
+    assert sorted(r.info.run_id for r in mlflow_runs(tmp_path)) == runs  # no parent run opened

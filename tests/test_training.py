@@ -16,6 +16,7 @@ from trainlab.config import validate
 from trainlab.errors import ConfigError
 
 USER_CODE = {"PYTHONPATH": str(REPO / "tests")}
+LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 
 
 def options(group: str) -> list[str]:
@@ -67,9 +68,44 @@ def test_every_debug_preset_composes_and_validates(compose, override):
         (["scheduler=exponential", "scheduler.gamma=fast"], "scheduler.gamma='fast': must be a number >= 0"),
         (
             ["scheduler=plateau", "scheduler.factor=2"],
-            "scheduler=plateau={'mode': 'min', 'factor': 2, 'patience': 10, 'threshold': 0.0001, "
-            "'threshold_mode': 'rel', 'cooldown': 0, 'min_lr': 0.0}: must be numbers torch accepts "
-            "(torch: Factor should be < 1.0.)",
+            "scheduler.factor=2: must be a value torch's plateau schedule accepts "
+            "(ValueError: Factor should be < 1.0.)",
+        ),
+        (
+            ["scheduler=onecycle", "scheduler.anneal_strategy=cosine"],
+            "scheduler.anneal_strategy='cosine': must be a value torch's onecycle schedule accepts "
+            "(ValueError: anneal_strategy must be one of 'cos' or 'linear', instead got cosine)",
+        ),
+        (
+            ["scheduler=onecycle", "scheduler.cycle_momentum=true"],
+            "scheduler.cycle_momentum=True: must be false with optimizer=sgd, which has no momentum or beta1 "
+            "to cycle (or an optimizer with one: optimizer=momentum, adam or adamw)",
+        ),
+        (
+            ["scheduler=onecycle", "scheduler.cycle_momentum=true", "optimizer=adagrad"],
+            "scheduler.cycle_momentum=True: must be false with optimizer=adagrad,",
+        ),
+        (
+            ["scheduler=onecycle", "scheduler.three_phase=no"],
+            "scheduler.three_phase='no': must be true or false",
+        ),
+        (["scheduler=plateau", "scheduler.cooldown=-1"], "scheduler.cooldown=-1: must be an integer >= 0"),
+        (
+            ["scheduler=plateau", "scheduler.patience=ten"],
+            "scheduler.patience='ten': must be an integer >= 0",
+        ),
+        (
+            ["scheduler=multistep", "scheduler.milestones=[0,5]"],
+            "scheduler.milestones=[0, 5]: must be a list of integers >= 1 (the intervals the rate drops at)",
+        ),
+        (
+            ["scheduler=warmup_cosine", "scheduler.start_factor=2"],
+            "scheduler.start_factor=2: must be a number in (0, 1]",
+        ),
+        (
+            ["scheduler=plateau", "scheduler.monitor=null"],
+            "scheduler.monitor=None: must be one of train/acc, train/loss, train/lr, train/penalty, val/acc, "
+            "val/loss, weights/zero_fraction",
         ),
         (
             ["callbacks.checkpoint.monitor=val/banana"],
@@ -82,6 +118,36 @@ def test_every_debug_preset_composes_and_validates(compose, override):
         (
             ["callbacks.early_stopping.patience=-1"],
             "callbacks.early_stopping.patience=-1: must be an integer >= 0",
+        ),
+        (
+            ["callbacks.early_stopping.enabled=true", "callbacks.early_stopping.mode=null"],
+            "callbacks.early_stopping.mode=None: must be min or max",
+        ),
+        (
+            ["callbacks.checkpoint.every_n_train_steps=0"],
+            "callbacks.checkpoint.every_n_train_steps=0: must be null (at each epoch's end) or an integer",
+        ),
+        (
+            ["callbacks.curves.every_n_steps=-1"],
+            "callbacks.curves.every_n_steps=-1: must be null or 0 (off), or an integer >= 1",
+        ),
+        (
+            ["callbacks.curves.every_n_epochs=1", "callbacks.curves.max_images=0"],
+            "callbacks.curves.max_images=0: must be null (all of them) or an integer >= 1",
+        ),
+        (
+            [f"callbacks.extra=[{{_target_:{LR_MONITOR},every:step}}]"],
+            f"callbacks.extra.0.every='step': must be unset: {LR_MONITOR} takes only log_momentum, "
+            "log_weight_decay, logging_interval",
+        ),
+        (
+            [f"callbacks.extra=[{{_target_:{LR_MONITOR},logging_interval:hour}}]"],
+            f"callbacks.extra.0.logging_interval='hour': must be a value {LR_MONITOR} accepts "
+            "(MisconfigurationException: logging_interval should be `step` or `epoch` or `None`.)",
+        ),
+        (
+            ["callbacks.extra=[{_target_:user_callbacks.epochs.EpochLog,metric:val/acc}]"],
+            "callbacks.extra.0.path=None: must be set: user_callbacks.epochs.EpochLog has no default for it",
         ),
         (
             ["callbacks.extra=[{_target_:no_such_pkg.Log}]"],
@@ -124,6 +190,23 @@ def test_schedule_and_callback_mistakes_raise_one_line_naming_the_key(compose, o
             "error: scheduler.total_steps=3: must be null or at least the run's 4 steps",
         ),
         (["scheduler=fancy"], "error: scheduler='fancy': must be one of cosine, exponential, multistep, "),
+        # Before: torch refused it once fit started, the MLflow run FAILED (Adagrad), or a plain SGD became
+        # one with momentum (sgd), without a word.
+        (
+            ["scheduler=onecycle", "scheduler.cycle_momentum=true", "optimizer=adagrad"],
+            "error: scheduler.cycle_momentum=True: must be false with optimizer=adagrad, which has no",
+        ),
+        # Before: a traceback from Hydra's instantiate, the MLflow run FAILED.
+        (
+            [f"callbacks.extra=[{{_target_:{LR_MONITOR},logging_interval:hour}}]"],
+            "error: callbacks.extra.0.logging_interval='hour': must be a value",
+        ),
+        # Before: Lightning's traceback after the first epoch (no val/acc to checkpoint on), the run FAILED.
+        (
+            ["trainer.limit_val_batches=0"],
+            "error: callbacks.checkpoint.monitor='val/acc': must be one of train/acc, train/loss, train/lr, "
+            "train/penalty (trainer.limit_val_batches=0: no validation)",
+        ),
     ],
 )
 def test_mistakes_exit_2_with_one_line_before_any_mlflow_run(
@@ -131,6 +214,7 @@ def test_mistakes_exit_2_with_one_line_before_any_mlflow_run(
 ):
     result = run_cli(*TINY, "data.batch_size=50", *overrides, check=False)
     assert result.returncode == 2
+    assert "Traceback" not in result.stderr
     assert message in result.stderr
     if message.startswith("error:"):
         assert result.stderr.strip().splitlines()[-1].startswith(message)

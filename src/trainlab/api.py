@@ -10,9 +10,10 @@ read back as DataFrames.
 
 Each call composes the config with Hydra exactly as the CLI does (same `conf/`, same overrides, same
 validation, same MLflow store and checkpoints) and runs Hydra's own run or multirun, so several runs
-follow one another in one process. A mistake raises `trainlab.errors.UserError` with the CLI's one-line
-message; an interrupt (Jupyter's stop button) ends the run as KILLED with its `last.ckpt` kept and raises
-KeyboardInterrupt. Nothing calls `os._exit`, and Hydra's global state is cleared after each call.
+follow one another in one process. A mistake raises the class of `trainlab.errors.UserError` that the
+CLI reports, with its one-line message; an interrupt (Jupyter's stop button) stops the run at its next
+batch, KILLED with its `last.ckpt` kept, and raises KeyboardInterrupt, and only an interrupt does.
+Nothing calls `os._exit`, and Hydra's global state is cleared after each call.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def _hydra(overrides: Sequence[str] = ()) -> Iterator[Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
 
+    from trainlab import interrupts
     from trainlab.cli.options import unknown_option
-    from trainlab.errors import ConfigError, UserError
-    from trainlab.run.interrupts import kernel_safe
+    from trainlab.errors import ConfigError, Stop, UserError
 
     if (error := unknown_option(list(overrides), CONF)) is not None:
         raise ConfigError(error)
@@ -60,14 +61,22 @@ def _hydra(overrides: Sequence[str] = ()) -> Iterator[Any]:
     import trainlab.cluster.launcher  # noqa: F401  (registers ${slurm_gpus:…}, as src/train.py does)
 
     try:
-        with initialize_config_dir(str(CONF), version_base="1.3", job_name="train"), kernel_safe():
+        with (
+            initialize_config_dir(str(CONF), version_base="1.3", job_name="train"),
+            interrupts.kernel_safe(),
+            interrupts.cooperative(),
+        ):
             yield GlobalHydra.instance().hydra
     except HydraException as err:  # an unknown group option, a bad key: Hydra's first line says which
         raise UserError(str(err).strip().splitlines()[0]) from None
-    except SystemExit as stop:  # Lightning's graceful shutdown after an interrupt ends in sys.exit(1)
-        raise KeyboardInterrupt(
-            "run stopped: marked KILLED in MLflow, its last.ckpt kept (resume: ckpt_path=last)"
-        ) from stop
+    except Stop as stop:  # what the CLI prints as one line: a mistake, a sweep that stopped
+        raise stop.error from None
+    except interrupts.Interrupted as stop:  # the stop button: the run is saved and KILLED
+        raise KeyboardInterrupt(str(stop)) from None
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's way out of one: sys.exit(1)
+            raise KeyboardInterrupt("interrupted: the run is KILLED in MLflow") from None
+        raise
     finally:
         HydraConfig.instance().cfg = None
 
@@ -131,11 +140,11 @@ def results(*overrides: str, experiment: str | None = None, sweep: str | None = 
 
 def _results(cfg: Any, sweep: str | None) -> Any:
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
     from trainlab.errors import UserError
+    from trainlab.tracking.orphans import store_without_orphans
 
-    client = MlflowClient(cfg.logger.tracking_uri)
+    client = store_without_orphans(cfg.logger.tracking_uri)
     found = client.get_experiment_by_name(cfg.logger.experiment_name)
     if found is None:
         raise UserError(f"logger.experiment_name={cfg.logger.experiment_name}: no runs logged there yet")
@@ -161,12 +170,13 @@ def curves(runs: Any, *metrics: str, tracking_uri: str | None = None) -> Any:
     from `results`/`sweep`, a `Run`, a run id, or a list of those. Default metrics: the step-level
     accuracy curves (`curve/train/acc`, `curve/test/acc`)."""
     import pandas as pd
-    from mlflow.tracking import MlflowClient
+
+    from trainlab.tracking.store import open_store
 
     if tracking_uri is None:
         with _hydra() as hydra:
             tracking_uri = _compose([], hydra).logger.tracking_uri
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     if hasattr(runs, "columns"):
         ids = list(runs["run_id"])
     else:

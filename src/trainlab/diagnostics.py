@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from trainlab.atomic import write_atomically
 from trainlab.errors import fail
 from trainlab.models.layers import ACTIVATIONS
 from trainlab.tracking.tracker import log_points
@@ -284,7 +285,7 @@ class Diagnostics(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / HISTOGRAM_FILE
         record = {"bins": self.bins, "layers": self.layer_table(), "histograms": self._histograms}
-        path.write_text(json.dumps(record))
+        write_atomically(path, json.dumps(record))
         logger = trainer.logger
         if hasattr(logger, "run_id") and hasattr(logger, "experiment"):  # MLflow
             logger.experiment.log_artifact(logger.run_id, str(path), ARTIFACT_DIR)

@@ -32,17 +32,24 @@ from trainlab.regularizers import (
 )
 from trainlab.scheduler import build_scheduler, lightning_config, planned_length
 
-# The metrics logged at every epoch's end (by a population too), so the ones a callback or a schedule may
-# watch: a `monitor` outside them is a config mistake caught before the run starts.
-EPOCH_METRICS = (
-    "train/loss",
-    "train/acc",
-    "train/penalty",
-    "train/lr",
-    "val/loss",
-    "val/acc",
-    "weights/zero_fraction",
-)
+# The metrics logged at every epoch's end (by a population too): what a callback or a schedule may watch.
+# Validation's, and the weights' sparsity measured with it, only in a run that validates.
+TRAIN_METRICS = ("train/loss", "train/acc", "train/penalty", "train/lr")
+VAL_METRICS = ("val/loss", "val/acc", "weights/zero_fraction")
+# Logged by the final test of the best checkpoint, after training: what a run returns may name them too.
+TEST_METRICS = ("test/loss", "test/acc")
+
+
+def logged_metrics(trainer: DictConfig, tested: bool = False) -> tuple[str, ...]:
+    """The metrics a run with the `trainer` settings logs at every epoch's end and, with `tested`, those of
+    its final test as well: what a key that names a metric may name (trainlab.config.check_metrics).
+    Diagnostics and learning curves go straight to the loggers (`grad_norm/*`, `curve/*`): none of them."""
+    metrics = TRAIN_METRICS
+    if trainer.get("limit_val_batches", 1.0) != 0:
+        metrics += VAL_METRICS
+    if tested and trainer.get("limit_test_batches", 1.0) != 0:
+        metrics += TEST_METRICS
+    return metrics
 
 
 class Classifier(L.LightningModule):

@@ -1,6 +1,7 @@
 """Build what a run will build, while validating: the Trainer's device choices, then the network on a
-batch of the data set's shape, with its init, penalty, backward pass and optimiser. A value
-that only Lightning or torch can judge then fails as one `ConfigError` line, before MLflow or the data.
+batch of the data set's shape, with its init, penalty, backward pass and optimiser, and the user's own
+callbacks. A value that only Lightning, torch or the user's code can judge then fails as one `ConfigError`
+line, before MLflow or the data.
 
 A failure names the fewest keys that cause it: each key set away from a value known to work (the
 library's default) is put back in turn, and stays back if the build still fails (delta debugging). An
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import logging
 import warnings
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.data import describe_data
 from trainlab.errors import ConfigError
+from trainlab.rules import construct, target_arguments
 
 # The groups the builds read; the rest (paths, logger) may need Hydra's runtime to resolve.
 _GROUPS = ("trainer", "model", "norm", "init", "optimizer", "regularizer")
@@ -59,6 +62,34 @@ def preflight(cfg: DictConfig) -> None:
             error = _attempt(build, plain)
             if error is not None:
                 raise _explain(build, plain, error)
+        _build_extra_callbacks(cfg.callbacks.get("extra") or [])
+
+
+def _build_extra_callbacks(entries: list[DictConfig]) -> None:
+    """Each of the user's `callbacks.extra` once, as the run builds it: a value its constructor refuses is
+    `callbacks.extra.<i>.<argument>`'s error. (Their classes and argument names are checked with the
+    callbacks group: trainlab.config.check_callbacks.)"""
+    for index, entry in enumerate(entries):
+        given = target_arguments(entry)
+        construct(f"callbacks.extra.{index}", entry._target_, _instantiating(entry, given), given)
+
+
+def _instantiating(entry: DictConfig, given: dict[str, Any]) -> Callable[..., Any]:
+    """`entry`'s class built as Hydra's `instantiate` builds it (with the entry's keys for Hydra), from the
+    arguments it is called with, raising what the class raises."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
+
+    for_hydra = {k: v for k, v in OmegaConf.to_container(entry, resolve=True).items() if k not in given}
+
+    @functools.wraps(get_class(entry._target_))  # its signature: `construct` reads the defaults there
+    def build(**kwargs: Any) -> Any:
+        try:
+            return instantiate({**for_hydra, **kwargs})
+        except InstantiationException as error:  # Hydra's wrapping: the class's own error says why
+            raise (error.__cause__ or error) from None
+
+    return build
 
 
 def _build_trainer(cfg: DictConfig) -> None:

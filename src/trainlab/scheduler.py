@@ -17,6 +17,7 @@ learning rate is a standalone run's at every step.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,8 @@ import torch
 from omegaconf import DictConfig
 
 from trainlab.errors import check_choice, fail
-from trainlab.rules import arguments, check_arguments, is_number
+from trainlab.optim import build_optimizer
+from trainlab.rules import arguments, check_arguments, construct, is_int, is_number
 
 lr_scheduler = torch.optim.lr_scheduler
 
@@ -135,18 +137,24 @@ _NUMBERS = (
     "base_momentum",
     "max_momentum",
 )
+# Arguments that count intervals (or a plateau's epochs), and the least each may be: torch takes a string or a
+# negative count for some and fails mid-run, or never steps.
+_COUNTS = {"T_max": 1, "total_steps": 1, "step_size": 1, "warmup": 0, "patience": 0, "cooldown": 0}
 _NULL_MEANS = {"T_max": " or null (the run's length)", "total_steps": " or null (the run's length)"}
+# Switches, which torch reads as truthy: "no" would turn them on.
+_FLAGS = ("three_phase", "cycle_momentum")
 
 
 def _is_count(value: Any, key: str) -> bool:
     if value is None:
         return key in _NULL_MEANS
-    return isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key == "warmup" else 1)
+    return is_int(value) and value >= _COUNTS[key]
 
 
-def check_scheduler(cfg: DictConfig, logged: tuple[str, ...]) -> None:
-    """Every key an argument of the named torch scheduler or trainlab's own, its numbers accepted by torch
-    (built once on a one-number optimiser), and a plateau's `monitor` one of the `logged` metrics."""
+def check_scheduler(cfg: DictConfig, optimizer: DictConfig) -> None:
+    """Every key an argument of the named torch scheduler or trainlab's own, with a value of its kind, and
+    the scheduler built once over a one-number `optimizer` (the run's), for torch to judge the rest. A
+    plateau's `monitor` is one of the metrics the run logs: trainlab.config.check_metrics."""
     check_choice("scheduler.name", cfg.name, SCHEDULERS)
     build = SCHEDULERS[cfg.name]
     if build is None:
@@ -154,35 +162,59 @@ def check_scheduler(cfg: DictConfig, logged: tuple[str, ...]) -> None:
     if cfg.get("interval") not in ("step", "epoch"):
         raise fail("scheduler.interval", cfg.get("interval"), "step or epoch")
     frequency = cfg.get("frequency")
-    if not (isinstance(frequency, int) and not isinstance(frequency, bool) and frequency >= 1):
+    if not (is_int(frequency) and frequency >= 1):
         raise fail("scheduler.frequency", frequency, "an integer >= 1 (step every N intervals)")
-    if cfg.name == "plateau":
-        check_choice("scheduler.monitor", cfg.get("monitor"), logged)
-        if cfg.interval != "epoch":  # its metrics are logged once an epoch
-            raise fail(
-                "scheduler.interval", cfg.interval, "epoch for plateau (its metric is logged per epoch)"
-            )
-    elif cfg.get("monitor") is not None:
+    if cfg.name == "plateau" and cfg.interval != "epoch":  # its metrics are logged once an epoch
+        raise fail("scheduler.interval", cfg.interval, "epoch for plateau (its metric is logged per epoch)")
+    if cfg.name != "plateau" and cfg.get("monitor") is not None:
         raise fail("scheduler.monitor", cfg.monitor, f"unset: only plateau watches a metric, not {cfg.name}")
     torch_cfg = {k: v for k, v in arguments(cfg).items() if k not in OWN_KEYS}
     check_arguments("scheduler", DictConfig({"name": cfg.name, **torch_cfg}), build, _RESERVED)
-    for key in ("T_max", "total_steps", "step_size", "warmup"):
-        if key in torch_cfg and not _is_count(torch_cfg[key], key):
-            allowed = "an integer >= 0" if key == "warmup" else "an integer >= 1"
-            raise fail(f"scheduler.{key}", torch_cfg[key], allowed + _NULL_MEANS.get(key, ""))
-    if cfg.name == "warmup_cosine" and torch_cfg.get("T_max") is not None and cfg.warmup >= cfg.T_max:
-        raise fail("scheduler.warmup", cfg.warmup, f"less than scheduler.T_max={cfg.T_max}")
+    _check_values(cfg, torch_cfg)
+    if torch_cfg.get("cycle_momentum") and not _has_momentum(_one_number(optimizer)):
+        raise fail(
+            "scheduler.cycle_momentum",
+            True,
+            f"false with optimizer={optimizer.name}, which has no momentum or beta1 to cycle (or an "
+            "optimizer with one: optimizer=momentum, adam or adamw)",
+        )
+
+    @functools.wraps(build)
+    def on_the_optimizer(**kwargs: Any) -> Any:  # a fresh one each time: a scheduler sets its rates
+        return build(_one_number(optimizer), **kwargs)
+
+    construct("scheduler", f"torch's {cfg.name} schedule", on_the_optimizer, torch_arguments(cfg, 10**6))
+
+
+def _check_values(cfg: DictConfig, torch_cfg: dict[str, Any]) -> None:
+    """Counts, numbers, switches and milestones of their kind and range, before torch sees them."""
     for key, value in torch_cfg.items():
+        if key in _COUNTS and not _is_count(value, key):
+            raise fail(f"scheduler.{key}", value, f"an integer >= {_COUNTS[key]}" + _NULL_MEANS.get(key, ""))
         if key in _NUMBERS and not (is_number(value) and value >= 0):
             raise fail(f"scheduler.{key}", value, "a number >= 0")
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0, momentum=0.9)
-    try:
-        build_scheduler(cfg, probe, 10**6)
-    except (TypeError, ValueError) as error:  # torch judges its own numbers; its first line says which
-        said = str(error).strip().splitlines()[0]
+        if key in _FLAGS and not isinstance(value, bool):
+            raise fail(f"scheduler.{key}", value, "true or false")
+    milestones = torch_cfg.get("milestones", [])
+    if not (isinstance(milestones, list) and all(is_int(m) and m >= 1 for m in milestones)):
         raise fail(
-            f"scheduler={cfg.name}", dict(torch_cfg), f"numbers torch accepts (torch: {said})"
-        ) from None
+            "scheduler.milestones", milestones, "a list of integers >= 1 (the intervals the rate drops at)"
+        )
+    if not 0 < torch_cfg.get("start_factor", 1) <= 1:  # as torch's LinearLR: a warm-up rises to optimizer.lr
+        raise fail("scheduler.start_factor", torch_cfg["start_factor"], "a number in (0, 1]")
+    if cfg.name == "warmup_cosine" and torch_cfg.get("T_max") is not None and cfg.warmup >= cfg.T_max:
+        raise fail("scheduler.warmup", cfg.warmup, f"less than scheduler.T_max={cfg.T_max}")
+
+
+def _one_number(optimizer: DictConfig) -> torch.optim.Optimizer:
+    """The run's optimiser over one number: what a scheduler's constructor needs of it."""
+    return build_optimizer(optimizer, [torch.zeros(1, requires_grad=True)])
+
+
+def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether one-cycle's `cycle_momentum` has a momentum to cycle: SGD's or RMSprop's if not 0, Adam's β₁
+    (torch refuses Adagrad at the run's start, and turns a plain SGD into one with momentum)."""
+    return "betas" in optimizer.defaults or bool(optimizer.defaults.get("momentum"))
 
 
 def check_length(cfg: DictConfig, length: int, described: str) -> None:

@@ -60,3 +60,10 @@ class DictBatches(ShapeFromFirstBatch):
 
 
 NOT_A_DATAMODULE = 42
+
+
+class LostTestSplit(Stripes):
+    """Its test split cannot be read (a disk gone mid-evaluation): eval's child run must end FAILED."""
+
+    def test_dataloader(self) -> DataLoader:
+        raise OSError("the test images' disk is gone")

@@ -5,7 +5,7 @@ only where the app's config has them.
 
 Resuming is the same command again: the study is found by name in the persistent storage, trials left
 RUNNING by a sweeper that died are failed and their parameters queued again, and only the remaining
-trials run.
+trials run. A study is resumed only for the search it was created for (`_record`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
@@ -32,18 +32,29 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
+from hydra_plugins.trainlab_optuna_sweeper._record import RECORD, differences, mismatch, search_record
 from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
 from hydra_plugins.trainlab_optuna_sweeper.search_space import from_search_space, parse_search_space
 from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
+from trainlab import interrupts
+from trainlab.atomic import write_atomically
+from trainlab.errors import ConfigError, Stop, SweepFailed, UserError, storage_error
 from trainlab.population.members import quote_override_value
 from trainlab.run.trial import TrialLink, open_storage, storage_url
+from trainlab.tracking.orphans import process_running
+from trainlab.tracking.tracker import ending
 
 log = logging.getLogger(__name__)
+
+# What an interrupted sweep's one line says.
+RESUME = "the sweep is saved (parent run KILLED); the same command resumes it, the stopped trials again"
 
 # This sweeper, as trials and the study name it: "host:pid".
 SWEEPER = f"{socket.gethostname()}:{os.getpid()}"
 # Study attribute prefix: "sweeper:<host>:<pid>" → the time of that sweeper's last heartbeat.
 BEAT = "sweeper:"
+# Study attribute: the sweeper that created the study.
+CREATOR = "created_by"
 # A trial failed because its sweeper died, not because of its parameters: it is retried, not counted.
 INTERRUPTED = "interrupted"
 
@@ -68,13 +79,18 @@ def _alive(sweeper: str, beat: float, grace_period: float) -> bool:
     host, pid = sweeper.rsplit(":", 1)
     if host != SWEEPER.rsplit(":", 1)[0]:
         return time.time() - beat <= grace_period
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    return process_running(int(pid))
+
+
+def _retry_later(study: optuna.Study, trial: FrozenTrial, parent: ParentRun, why: str) -> None:
+    """FAIL a trial that did not end on its own (not counted: `counts_as_finished`), its run with it, and
+    queue its parameters to run again."""
+    handle = optuna.trial.Trial(study, trial._trial_id)
+    handle.set_user_attr(INTERRUPTED, True)
+    handle.set_user_attr("fail_reason", f"{INTERRUPTED}: {why}")
+    frozen = study.tell(trial.number, state=TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    parent.mark_trial(frozen, f"{INTERRUPTED}: {why}")
 
 
 def live_sweepers(study: optuna.Study, grace_period: float) -> set[str]:
@@ -123,10 +139,13 @@ class Heartbeat:
 class OptunaSweep:
     """One invocation of the sweeper on one study."""
 
-    def __init__(self, settings: Settings, config: DictConfig, launcher: Launcher) -> None:
+    def __init__(
+        self, settings: Settings, config: DictConfig, launcher: Launcher, trainlab: bool = False
+    ) -> None:
         self.settings = settings
         self.config = config
         self.launcher = launcher
+        self.trainlab = trainlab  # trainlab's own task: its CLI prints a `Stop`, its Python API raises it
         self.job_idx = 0
         self.exhausted = False
         self.n_trials = settings.n_trials
@@ -137,9 +156,11 @@ class OptunaSweep:
         self.extend = get_method(settings.custom_search_space) if settings.custom_search_space else None
 
     def _open_study(
-        self, overrides: list[str], sampler: optuna.samplers.BaseSampler
+        self, overrides: list[str], sampler: optuna.samplers.BaseSampler, record: dict[str, Any]
     ) -> tuple[optuna.Study, bool]:
-        """The study, and whether this sweeper created it (sweepers started together agree on that)."""
+        """The study, and whether this sweeper created it (sweepers started together agree on that). A
+        study created for another search (`record`) stops the sweep with one line, exit status 2, before
+        anything is written to it."""
         url = self.storage
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -149,21 +170,34 @@ class OptunaSweep:
             "sampler": sampler,
             "pruner": self.settings.pruner,
         }
-        directions = list(self.settings.direction)
         try:
-            study, created = optuna.create_study(**study_args, directions=directions), True
+            study = optuna.create_study(**study_args, directions=list(self.settings.direction))
+            study.set_user_attr(CREATOR, SWEEPER)
+            created = True
         except optuna.exceptions.DuplicatedStudyError:
             study, created = optuna.load_study(**study_args), False
-        found = [d.name.lower() for d in study.directions]
-        if found != directions:
-            raise ValueError(
-                f"hydra.sweeper.direction={directions}: study {study.study_name} was created "
-                f"to {found}; use that or another study_name"
-            )
+        # A study of an earlier trainlab has no record, but its directions.
+        directions = [d.name.lower() for d in study.directions]
+        recorded = study.user_attrs.get(RECORD, {}) | {"direction": directions}
+        if found := differences(recorded, record):
+            shown = make_url(url).render_as_string(hide_password=True)
+            self._stop(ConfigError(mismatch(study.study_name, shown, found)), 2)
+        if RECORD not in study.user_attrs:
+            study.set_user_attr(RECORD, record)
         if study.get_trials(deepcopy=False):
             # A seeded sampler would replay the first invocation's draws: resumed, it draws afresh.
             study.sampler.reseed_rng()
         return study, created
+
+    def _creator_may_open_parent(self, study: optuna.Study) -> bool:
+        """Whether the sweeper that created `study` may still be opening its parent run: not this process
+        (it opens none now), nor one that is gone; unknown (a study of an earlier trainlab, or one whose
+        creator has not signed it yet), it may."""
+        creator = study.user_attrs.get(CREATOR)
+        if creator is None:
+            return True
+        beat = study.user_attrs.get(BEAT + creator, time.time())
+        return creator != SWEEPER and _alive(creator, beat, self.settings.grace_period)
 
     def _fail_stale_trials(self, study: optuna.Study, parent: ParentRun) -> None:
         """FAIL the RUNNING trials whose sweeper died, and queue their parameters to run again."""
@@ -172,12 +206,7 @@ class OptunaSweep:
             reason = _stale_reason(trial, live)
             if reason is None:
                 continue
-            handle = optuna.trial.Trial(study, trial._trial_id)
-            handle.set_user_attr(INTERRUPTED, True)
-            handle.set_user_attr("fail_reason", f"{INTERRUPTED}: {reason}")
-            frozen = study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            parent.mark_trial(frozen, f"{INTERRUPTED}: {reason}")
+            _retry_later(study, trial, parent, reason)
             log.warning(
                 "Trial %d was left RUNNING: %s; failed it and queued its parameters again",
                 trial.number,
@@ -258,13 +287,35 @@ class OptunaSweep:
             self.n_trials = size
         return grid(sampler, space)
 
+    def _stop(self, error: UserError, code: int) -> NoReturn:
+        """End the sweep with `error`'s one line and exit status `code`: printed by trainlab's CLI (raised by
+        its Python API), printed here for any other app."""
+        if self.trainlab:
+            raise Stop(error, code)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(code)
+
     def run(self, arguments: list[str]) -> None:
+        """The sweep; Ctrl-C or SIGTERM stops it at the next trial boundary or the running trials' next
+        batch (trainlab.interrupts), with its trials marked to run again and its parent run KILLED."""
+        with interrupts.cooperative():
+            try:
+                self._run(arguments)
+            except Exception as err:  # a study or a folder that cannot be written: one line
+                if (mistake := storage_error(err)) is None:
+                    raise
+                self._stop(mistake, 2)
+
+    def _run(self, arguments: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (self.settings.params or {}).items()]
         space, fixed = parse_search_space([*params, *arguments])
         deprecated = from_search_space(self.settings.search_space, self.settings.params)
         space = {key: dist for key, dist in deprecated.items() if key not in fixed} | space
         named_by = [*params, *arguments, *(f"{key}={dist!r}" for key, dist in deprecated.items())]
-        study, created = self._open_study(named_by, self._sampler(space))
+        record = search_record(space, self.settings.direction, self.objective, self.config)
+        study, created = self._open_study(named_by, self._sampler(space), record)
+        # Another sweeper that created the study a moment ago is opening its MLflow parent run: wait for it.
+        opening = not created and self._creator_may_open_parent(study)
         description = {
             "study": study.study_name,
             "direction": list(self.settings.direction),
@@ -277,7 +328,7 @@ class OptunaSweep:
         }
         logger = self.config.get("logger")  # trainlab's logger group: an MLflow parent run
         parent = ParentRun(
-            logger if OmegaConf.is_dict(logger) and "name" in logger else None, study, description, created
+            logger if OmegaConf.is_dict(logger) and "name" in logger else None, study, description, opening
         )
         shown = make_url(self.storage).render_as_string(hide_password=True)
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
@@ -287,30 +338,36 @@ class OptunaSweep:
             log.warning("hydra/launcher=basic runs trials one at a time: use hydra/launcher=joblib")
 
         failure = None
-        with Heartbeat(study, max(1.0, self.settings.grace_period / 4)):
-            while True:
-                finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
-                failed = [t for t in finished if t.state == TrialState.FAIL]
-                rate, total = self.settings.max_failure_rate, self.n_trials
-                if len(failed) > rate * total:
-                    failure = (
-                        f"{len(failed)} of {len(finished)} trials failed, more than "
-                        f"max_failure_rate={rate} of n_trials={total}; the last: "
-                        f"{failed[-1].user_attrs.get('fail_reason')}"
-                    )
-                    break
-                todo = self.n_trials - len(finished)
-                if todo <= 0 or self.exhausted:
-                    break
-                size = min(todo, self.settings.n_jobs * self.settings.population)
-                self._run_batch(study, space, fixed, parent, size)
-                parent.record_best(len(finished) + size)
-
-        results = self._write_results(study)
+        try:
+            with Heartbeat(study, max(1.0, self.settings.grace_period / 4)):
+                while True:
+                    interrupts.check(RESUME)
+                    finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
+                    failed = [t for t in finished if t.state == TrialState.FAIL]
+                    rate, total = self.settings.max_failure_rate, self.n_trials
+                    if len(failed) > rate * total:
+                        failure = (
+                            f"{len(failed)} of {len(finished)} trials failed, more than "
+                            f"max_failure_rate={rate} of n_trials={total}; the last: "
+                            f"{failed[-1].user_attrs.get('fail_reason')}"
+                        )
+                        break
+                    todo = self.n_trials - len(finished)
+                    if todo <= 0 or self.exhausted:
+                        break
+                    size = min(todo, self.settings.n_jobs * self.settings.population)
+                    self._run_batch(study, space, fixed, parent, size)
+                    parent.record_best(len(finished) + size)
+            results = self._write_results(study)
+        except interrupts.Interrupted as stop:
+            parent.end(*ending(stop))
+            raise interrupts.Interrupted(stop.signum, RESUME) from None
+        except BaseException as err:
+            parent.end(*ending(err))
+            raise
         parent.finish(results, failure)
         if failure:
-            print(f"error: sweep stopped: {failure}; see {results}", file=sys.stderr)
-            raise SystemExit(1)
+            self._stop(SweepFailed(f"sweep stopped: {failure}; see {results}"), 1)
 
     def _run_batch(
         self,
@@ -320,17 +377,39 @@ class OptunaSweep:
         parent: ParentRun,
         size: int,
     ) -> None:
-        trials = [study.ask(space) for _ in range(size)]
-        for trial in trials:
-            trial.set_user_attr("sweeper", SWEEPER)
-            if self.extend is not None:
-                self.extend(self.config, trial)
-        overrides = [self._job_overrides(trial, fixed, parent) for trial in trials]
-        results = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-        self.job_idx += len(results)
-        for trial, result in zip(trials, results, strict=True):
-            frozen = self._tell(study, trial, result)
-            parent.mark_trial(frozen, frozen.user_attrs.get("fail_reason"))
+        """Ask for `size` trials, launch them, tell how each ended. A batch that stops half-way (Ctrl-C, a
+        launcher that fails, a store that fails) fails its trials still RUNNING as interrupted: they run
+        again when the same command resumes the sweep."""
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        try:
+            trials = [study.ask(space) for _ in range(size)]
+            for trial in trials:
+                trial.set_user_attr("sweeper", SWEEPER)
+                if self.extend is not None:
+                    self.extend(self.config, trial)
+            overrides = [self._job_overrides(trial, fixed, parent) for trial in trials]
+            results = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            self.job_idx += len(results)
+            for trial, result in zip(trials, results, strict=True):
+                frozen = self._tell(study, trial, result)
+                parent.mark_trial(frozen, frozen.user_attrs.get("fail_reason"))
+        except BaseException as err:
+            why = interrupts.reason() if interrupts.received() else f"{type(err).__name__}: {err}"
+            self._fail_unfinished(study, running, parent, why.splitlines()[0][:300])
+            raise
+
+    def _fail_unfinished(self, study: optuna.Study, before: set[int], parent: ParentRun, why: str) -> None:
+        """FAIL (as interrupted: retried, not counted) this sweeper's trials that a batch left RUNNING, and
+        queue their parameters again; each on its own, so that one failing write leaves the others done."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in before or trial.user_attrs.get("sweeper", SWEEPER) != SWEEPER:
+                continue
+            try:
+                _retry_later(study, trial, parent, why)
+            except Exception as err:  # its sweeper is gone once this one ends: the next run fails it
+                log.warning(
+                    "Trial %d left RUNNING (%s): the same command fails and retries it", trial.number, err
+                )
 
     def _write_results(self, study: optuna.Study) -> Path:
         """optimization_results.yaml in the sweep folder, as the stock plugin writes it (best_params and
@@ -356,5 +435,5 @@ class OptunaSweep:
             log.warning("No trial of study %s completed", study.study_name)
         path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(results), path)
+        write_atomically(path, OmegaConf.to_yaml(OmegaConf.create(results)))
         return path

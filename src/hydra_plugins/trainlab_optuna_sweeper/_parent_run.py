@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.tracking.tracker import MlflowTracker, RunInfo, make_tracker
+from trainlab.tracking.tracker import MlflowTracker, RunInfo, ending, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,11 @@ PARENT_WAIT_S = 60.0
 
 class ParentRun:
     """The parent run of `study` in the tracker `logger_cfg` configures (nothing for logger=csv/none, or
-    an app without `logger`)."""
+    an app without `logger`); `opening`: the sweeper that created the study a moment ago may be opening
+    it, so its id is waited for."""
 
     def __init__(
-        self, logger_cfg: DictConfig | None, study: optuna.Study, description: dict[str, Any], created: bool
+        self, logger_cfg: DictConfig | None, study: optuna.Study, description: dict[str, Any], opening: bool
     ) -> None:
         self.tracker = make_tracker(logger_cfg) if logger_cfg is not None else None
         self.study = study
@@ -48,12 +49,18 @@ class ParentRun:
         info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
         try:
-            info.resume_run_id = None if created else _await_parent_run(study)
-            self.tracker.start(description, config_yaml, info)
-        except MlflowException:  # the parent run is gone (deleted, or another tracking store)
-            info.resume_run_id = None
-            self.tracker.start(description, config_yaml, info)
-        study.set_user_attr(PARENT_ATTR, self.tracker.run_id)
+            try:
+                info.resume_run_id = (
+                    _await_parent_run(study) if opening else study.user_attrs.get(PARENT_ATTR)
+                )
+                self.tracker.start(description, config_yaml, info)
+            except MlflowException:  # the parent run is gone (deleted, or another tracking store)
+                info.resume_run_id = None
+                self.tracker.start(description, config_yaml, info)
+            study.set_user_attr(PARENT_ATTR, self.tracker.run_id)
+        except BaseException as err:  # opened, it is ended: the sweep's own code takes over from here
+            self.end(*ending(err))
+            raise
 
     @property
     def run_id(self) -> str | None:
@@ -71,6 +78,11 @@ class ParentRun:
         if trial.state == optuna.trial.TrialState.PRUNED or client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "KILLED")
 
+    def end(self, status: str, reason: str | None = None) -> None:
+        """End the parent run (never raises): a sweep that stopped before its end."""
+        if self.tracker is not None:
+            self.tracker.end(status, reason)
+
     def record_best(self, finished: int) -> None:
         """Log the best value so far (step: finished trials) and tag the best parameters (one objective)."""
         if not isinstance(self.tracker, MlflowTracker) or len(self.study.directions) > 1:
@@ -85,15 +97,25 @@ class ParentRun:
 
     def finish(self, results: Path, reason: str | None = None) -> None:
         """Attach the results file and figures (and the Pareto front's table); end FINISHED, or FAILED
-        with `reason`."""
+        with `reason`. A store that refuses the figures costs the figures, not the sweep's end (the results
+        file stays in the sweep folder); an interrupt ends it KILLED."""
         if not isinstance(self.tracker, MlflowTracker):
             return
-        self.tracker.log_artifact(results)
-        with tempfile.TemporaryDirectory() as folder:
-            if len(self.study.directions) > 1:
-                self.tracker.log_artifact(_pareto_table(self.study, self.objectives, Path(folder)))
-            for figure in _figures(self.study, self.objectives, Path(folder)):
-                self.tracker.log_artifact(figure, "figures")
+        try:
+            self.tracker.log_artifact(results)
+            with tempfile.TemporaryDirectory() as folder:
+                if len(self.study.directions) > 1:
+                    self.tracker.log_artifact(_pareto_table(self.study, self.objectives, Path(folder)))
+                for figure in _figures(self.study, self.objectives, Path(folder)):
+                    self.tracker.log_artifact(figure, "figures")
+        except Exception as err:
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            log.warning(
+                "The sweep's results and figures were not logged to MLflow (%s): see %s", first, results
+            )
+        except BaseException as err:
+            self.end(*ending(err))
+            raise
         self.tracker.end("FAILED" if reason else "FINISHED", reason)
 
 

@@ -13,12 +13,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from hydra_plugins.trainlab_optuna_sweeper.settings import DEFAULT_POPULATION, Settings
-from hydra_plugins.trainlab_population.grid_sweeper import on_slurm
+from hydra_plugins.trainlab_population.grid_sweeper import on_slurm, populations_allowed, trainlab_task
 
 
 def population_size(settings: Settings, config: DictConfig) -> int:
-    """`population` as set, or for null: DEFAULT_POPULATION where the trials can share a network
-    (trainlab's task, one objective, each trial one run) and the jobs are not SLURM's; else 1."""
+    """For trainlab's task (`populations_allowed`): `population` as set, or for null: DEFAULT_POPULATION
+    where the trials can share a network (one objective, each trial one run) and the jobs are not
+    SLURM's; else 1."""
     if settings.population is not None:
         return settings.population
     from trainlab.population.members import unsupported
@@ -35,7 +36,10 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
-        self.settings = replace(self.settings, population=population_size(self.settings, config))
+        self.trainlab = trainlab_task(task_function)
+        allowed = populations_allowed(task_function, self.settings.population)
+        size = population_size(self.settings, config) if allowed else 1
+        self.settings = replace(self.settings, population=size)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -47,4 +51,4 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         from hydra_plugins.trainlab_optuna_sweeper._impl import OptunaSweep
 
-        OptunaSweep(self.settings, self.config, self.launcher).run(list(arguments))
+        OptunaSweep(self.settings, self.config, self.launcher, self.trainlab).run(list(arguments))

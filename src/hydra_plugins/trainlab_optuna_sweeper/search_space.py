@@ -69,6 +69,20 @@ def to_distribution(override: Override) -> BaseDistribution | str:
     raise ValueError(f"{override.input_line}: not a sweep Optuna can sample (use choice, range or interval)")
 
 
+def to_grammar(distribution: BaseDistribution) -> str:
+    """`distribution` in the sweep grammar, as a user writes it (`to_distribution`'s inverse): messages."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return f"choice({', '.join(map(repr, distribution.choices))})"
+    bounds = f"{distribution.low}, {distribution.high}"
+    integer = isinstance(distribution, IntDistribution)
+    if distribution.step is not None and not (integer and distribution.step == 1):
+        return f"range({bounds}, step={distribution.step})"
+    interval = f"int(interval({bounds}))" if integer else f"interval({bounds})"
+    return f"tag(log, {interval})" if distribution.log else interval
+
+
 DISTRIBUTION_KEYS = ("type", "choices", "low", "high", "log", "step")
 UPGRADE_URL = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
 

@@ -1,22 +1,18 @@
-"""The entry point's job: one run or one population job, with a user mistake, an unwritable file or a
-diverged run turned into one line on stderr and a non-zero exit status."""
+"""The entry point's job: one run, a population job or a group, with a user mistake, an unwritable file,
+a diverged run or an interrupt turned into one line on stderr and a non-zero exit status."""
 
 from __future__ import annotations
 
-import errno
-import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 from omegaconf import DictConfig
 
-from trainlab.errors import Diverged, UserError
+from trainlab import interrupts
+from trainlab.errors import Diverged, Stop, as_mistake
 from trainlab.run.job import in_sweep
 
 T = TypeVar("T")
-
-# A file that cannot be written: no space, no quota, read-only, no permission.
-_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR)
 
 
 def run_job(cfg: DictConfig) -> float | list[float | None] | list[dict] | None:
@@ -43,17 +39,14 @@ def main(cfg: DictConfig) -> float | list[float | None] | list[dict] | None:
 
 
 def reporting_errors(job: Callable[[], T]) -> T:
-    """`job()`, with its user mistakes and unwritable files as one line on stderr and exit status 2, a
-    diverged run as exit status 1 (what `src/train.py`, `src/eval.py` and `src/predict.py` share)."""
+    """`job()` with Ctrl-C and SIGTERM as a request (trainlab.interrupts), and its user mistakes and
+    unwritable files as `Stop`: one line on stderr and exit status 2, a diverged run status 1 (what
+    `src/train.py`, `src/eval.py` and `src/predict.py` share; trainlab.cli.fast_exit prints the line)."""
     try:
-        return job()
-    except (UserError, Diverged, OSError) as err:
-        if in_sweep() or (isinstance(err, OSError) and err.errno not in _STORAGE_ERRORS):
+        with interrupts.cooperative():
+            return job()
+    except Exception as err:
+        mistake = as_mistake(err)
+        if in_sweep() or mistake is None:
             raise
-        if isinstance(err, OSError):
-            err = UserError(
-                f"cannot write {err.filename or 'a file'}: {err.strerror}; free space or set paths.root_dir "
-                "to a writable folder (the previous checkpoints are intact)"
-            )
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(err, Diverged) else 2) from None
+        raise Stop(mistake, 1 if isinstance(mistake, Diverged) else 2) from None

@@ -4,12 +4,13 @@ inside its own code with a traceback. Registered as a Hydra callback in conf/hyd
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from trainlab.errors import Stop, UserError
 
 
 def unwritable_reason(folder: Path) -> str | None:
@@ -38,9 +39,9 @@ class CheckOutputFolder(Callback):
 def _check(folder: Path) -> None:
     reason = unwritable_reason(folder.absolute())
     if reason:
-        print(
-            f"error: cannot create the output folder {folder}: {reason}; "
-            "set paths.root_dir to a writable folder (or hydra.run.dir / hydra.sweep.dir)",
-            file=sys.stderr,
+        raise Stop(
+            UserError(
+                f"cannot create the output folder {folder}: {reason}; "
+                "set paths.root_dir to a writable folder (or hydra.run.dir / hydra.sweep.dir)"
+            )
         )
-        raise SystemExit(2)

@@ -58,7 +58,11 @@ IMAGE_RULES: tuple[Rule, ...] = (
         "the image to run the jobs in: a .sif file (Apptainer), a directory image (Charliecloud), "
         "an image name (podman, pyxis)",
     ),
-    Rule("launcher.container.python", lambda v: isinstance(v, str) and bool(v.strip()), "a command: python"),
+    Rule(
+        "launcher.container.python",
+        lambda v: isinstance(v, str) and bool(_words(v)),
+        "a command, as a shell reads it (quotes closed): python",
+    ),
     Rule(
         "launcher.container.binds",
         lambda v: isinstance(v, list) and all(isinstance(b, str) and b.startswith("/") for b in v),
@@ -140,6 +144,14 @@ class Container:
         return shlex.join(self.command())
 
 
+def _words(command: str) -> list[str]:
+    """`command` split as a shell would (the job script's line); [] if it cannot be (an unclosed quote)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
 def _podman_volume(bind: str) -> str:
     return bind if ":" in bind else f"{bind}:{bind}"
 
@@ -208,14 +220,22 @@ def config_folders(config: DictConfig) -> list[Path]:
 
 def data_folders(config: DictConfig) -> list[Path]:
     """The folders a run reads and writes outside the project: data, the MLflow store (its SQLite file's
-    folder when MLFLOW_TRACKING_URI names one). Created here if absent, so that they can be bound."""
-    folders = [Path(str(config.paths.data_dir)), Path(str(config.paths.mlflow_dir))]
+    folder when MLFLOW_TRACKING_URI names one). Created here if absent, so that they can be bound; one
+    that cannot be, or that this user cannot write, is its key's error (the jobs would fail inside the
+    container, one by one)."""
+    folders = {"paths.data_dir": config.paths.data_dir, "paths.mlflow_dir": config.paths.mlflow_dir}
     uri = urlparse(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    if uri.scheme == "sqlite" and uri.path:
-        folders.append(Path(uri.path[1:]).parent)  # sqlite:///relative.db, sqlite:////absolute.db
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    return [folder.resolve() for folder in folders]
+    if uri.scheme == "sqlite" and uri.path:  # sqlite:///relative.db, sqlite:////absolute.db
+        folders["MLFLOW_TRACKING_URI"] = Path(uri.path[1:]).parent
+    allowed = "a folder this user can create and write, to bind into the jobs' containers"
+    for key, folder in folders.items():
+        try:
+            Path(str(folder)).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise fail(key, str(folder), f"{allowed} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise fail(key, str(folder), f"{allowed} (this user may not write it)")
+    return [Path(str(folder)).resolve() for folder in folders.values()]
 
 
 def slurm_client_paths() -> list[Path]:

@@ -4,14 +4,13 @@ it before Hydra composes the config."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, Stop
 from trainlab.rules import Rule, check_rules
 
 # `auto` takes the GPUs a job is given, so on a cluster it asks for them: a CPU job says trainer=cpu.
@@ -57,5 +56,4 @@ class CheckLauncher(Callback):
             check_rules(config, RULES)
             container.check(config)
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise Stop(err) from None

@@ -38,6 +38,8 @@ _RELAUNCHING = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_param
 class Preempted(SystemExit):
     """The job was told to stop (SLURM preemption or time limit): its state is saved, and it is requeued."""
 
+    reason = "preempted: saved and requeued"  # the run's failure_reason (trainlab.tracking.tracker.ending)
+
 
 class RequeueOnSignal(Callback):
     """On SIGUSR1/SIGUSR2: save `checkpoint` at the end of the current step (on every rank at once, so
@@ -67,13 +69,18 @@ class RequeueOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            return
-        name = signal.Signals(self.received or signal.SIGUSR1).name
+        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            self.save_and_requeue(trainer)
+
+    def save_and_requeue(self, trainer: Any) -> None:
+        """Save `checkpoint` (a collective call under DDP), requeue the job, exit with `Preempted`."""
+        signum = self.received or signal.SIGUSR1
         trainer.save_checkpoint(self.checkpoint)
-        log.warning("%s: saved %s at step %d", name, self.checkpoint, trainer.global_step)
-        code = requeue(self._previous.get(self.received)) if trainer.is_global_zero else None
-        raise Preempted(128 + self.received if code is None else code)
+        log.warning(
+            "%s: saved %s at step %d", signal.Signals(signum).name, self.checkpoint, trainer.global_step
+        )
+        code = requeue(self._previous.get(signum)) if trainer.is_global_zero else None
+        raise Preempted(128 + signum if code is None else code)
 
 
 def requeue(previous_handler: Any) -> int | str | None:

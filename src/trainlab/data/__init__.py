@@ -11,11 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.data.arrays import describe_arrays, load_arrays
+from trainlab.data.arrays import check_arrays, describe_arrays, load_arrays
 from trainlab.data.folder import check_folder, describe_folder, load_image_folder
 from trainlab.data.sources import Splits, load_cifar10, load_idx_dataset
 from trainlab.errors import DataError, check_choice, fail
-from trainlab.rules import Rule, check_rules, is_int, is_number
+from trainlab.rules import SEEDS, Rule, check_rules, is_int, is_number, is_seed
 
 Shape = tuple[int, int, int]
 Describe = Callable[[DictConfig], tuple[Shape, tuple[str, ...]]]
@@ -77,8 +77,7 @@ DATASETS: dict[str, DataSet] = {
         check=_check_built_in,
     ),
     "image_folder": DataSet(load_image_folder, describe_folder, "image_folder", check_folder),
-    # Describing an npz reads its arrays' headers and its labels: the check of its ranks and labels.
-    "arrays": DataSet(load_arrays, describe_arrays, "arrays", describe_arrays),
+    "arrays": DataSet(load_arrays, describe_arrays, "arrays", check_arrays),
 }
 CUSTOM = "custom"
 
@@ -106,10 +105,17 @@ IN_MEMORY_RULES: tuple[Rule, ...] = (
         "a fraction in (0, 1) or an integer count >= 1",
         optional=True,
     ),
-    Rule("data.split_seed", is_int, "an integer", optional=True),
+    # A kind that has these keys sets them (the built-in sets split nothing: no split_seed).
+    Rule(
+        "data.split_seed",
+        is_seed,
+        f"{SEEDS} (the held-out images are the same in every run)",
+        optional=True,
+        nullable=False,
+    ),
     Rule("data.num_workers", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-    Rule("data.download", lambda v: isinstance(v, bool), "true or false", optional=True),
-    Rule("data.on_device", lambda v: isinstance(v, bool), "true or false", optional=True),
+    Rule("data.download", lambda v: isinstance(v, bool), "true or false", optional=True, nullable=False),
+    Rule("data.on_device", lambda v: isinstance(v, bool), "true or false", optional=True, nullable=False),
 )
 
 
@@ -260,6 +266,8 @@ def log_class_names(tracker: Any, datamodule: Any, run_dir: Path) -> None:
     artifacts, so that a prediction read from the run can name its class."""
     import json
 
+    from trainlab.atomic import write_atomically
+
     path = run_dir / CLASS_NAMES_FILE
-    path.write_text(json.dumps(datamodule.class_names))
+    write_atomically(path, json.dumps(datamodule.class_names))
     tracker.log_artifact(path)

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from trainlab.data.sources import Splits
-from trainlab.data.split import hold_out, shuffled, val_share
+from trainlab.data.split import held_out, hold_out, shuffled, val_share
 from trainlab.errors import DataError, fail
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ CHANNELS = (1, 3)
 
 def _npz(cfg: DictConfig) -> Path:
     path = cfg.get("path")
-    if not path or not Path(path).expanduser().is_file():
+    if not isinstance(path, str) or not Path(path).expanduser().is_file():
         raise fail("data.path", path, "an existing .npz file holding x_train, y_train, x_test, y_test")
     return Path(path).expanduser()
 
@@ -113,6 +113,14 @@ def describe_arrays(cfg: DictConfig) -> tuple[tuple[int, int, int], tuple[str, .
         names = data["class_names"] if "class_names" in data.files else None
         class_names = _class_names([data["y_train"], data["y_test"]], names, path)
     return image_shapes["x_train"], class_names
+
+
+def check_arrays(cfg: DictConfig) -> None:
+    """The npz's arrays (`describe_arrays`), and a `data.val_size` that leaves images on both sides."""
+    describe_arrays(cfg)
+    with _read(_npz(cfg)) as archive:
+        images = _header(archive, "x_train")[0][0]
+    held_out("data.val_size", val_share(cfg.val_size), images)
 
 
 def _as_uint8(path: Path, name: str, x: np.ndarray) -> torch.Tensor:

@@ -8,12 +8,13 @@ training batch, an `(images, labels)` pair of float images (N, C, H, W) in the r
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from trainlab.errors import DataError, fail
-from trainlab.rules import arguments, check_arguments, import_class
+from trainlab.rules import arguments, check_call, construct, import_class
 
 CUSTOM = "custom"
 
@@ -26,17 +27,19 @@ def datamodule_class(cfg: DictConfig) -> type:
 
 
 def check_custom(cfg: DictConfig) -> None:
-    """Its class imports, and every key is one of its constructor's arguments."""
-    cls = datamodule_class(cfg)
-    keys = {k: v for k, v in arguments(cfg).items() if k != "_target_"}
-    check_arguments("data", OmegaConf.create({"name": cfg._target_, **keys}), cls)
+    """Its class imports, every key is one of its constructor's arguments, and none it needs is missing."""
+    check_call("data", cfg._target_, datamodule_class(cfg), _keys(cfg))
+
+
+def _keys(cfg: DictConfig) -> dict[str, Any]:
+    """The constructor's arguments: the group's keys but `name` and `_target_`."""
+    return {k: v for k, v in arguments(cfg).items() if k != "_target_"}
 
 
 def build_custom(cfg: DictConfig) -> Any:
     """The user's DataModule, built from its keys, with `image_shape`, `num_classes`, `class_names` and
     `source` set as trainlab reads them (see the module docstring)."""
-    cls = datamodule_class(cfg)
-    datamodule = cls(**{k: v for k, v in arguments(cfg).items() if k != "_target_"})
+    datamodule = construct("data", cfg._target_, datamodule_class(cfg), _keys(cfg))
     names = getattr(datamodule, "class_names", None)
     num_classes = getattr(datamodule, "num_classes", None) or (len(names) if names else None)
     if not isinstance(num_classes, int) or num_classes < 2:
@@ -48,10 +51,11 @@ def build_custom(cfg: DictConfig) -> Any:
     shape = getattr(datamodule, "image_shape", None) or getattr(datamodule, "dims", None)
     if shape is None:
         shape = _first_batch_shape(datamodule, cfg._target_)
-    if len(tuple(shape)) != 3:
+    image_shape = _sizes(shape)
+    if len(image_shape) != 3:
         raise fail("data._target_", cfg._target_, f"a LightningDataModule of (C, H, W) images, not {shape}")
     found = {
-        "image_shape": tuple(int(s) for s in shape),
+        "image_shape": image_shape,
         "num_classes": num_classes,
         "class_names": list(map(str, names)) if names else None,
         "source": cfg._target_,
@@ -60,6 +64,15 @@ def build_custom(cfg: DictConfig) -> Any:
         if getattr(datamodule, name, None) != value:  # a property of the user's that already says it stays
             setattr(datamodule, name, value)
     return datamodule
+
+
+def _sizes(shape: Any) -> tuple[int, ...]:
+    """`shape` as positive integers (NumPy's and torch's too), or () if it is not such a sequence."""
+    try:
+        sizes = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        return ()
+    return sizes if all(s >= 1 for s in sizes) else ()
 
 
 def _first_batch_shape(datamodule: Any, target: str) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.data.sources import Splits
-from trainlab.data.split import hold_out, shuffled, val_share
+from trainlab.data.split import held_out, hold_out, shuffled, val_share
 from trainlab.errors import DataError, fail
 from trainlab.rules import is_int
 
@@ -59,7 +59,7 @@ def _folders(path: Path) -> list[Path]:
 def list_images(root: str | None) -> Listing:
     """List the folder without reading an image: the class folders and their image files (hidden files
     and files PIL has no reader for are left out). Raises DataError for an empty folder or class."""
-    if not root:
+    if not isinstance(root, str) or not root:
         raise fail("data.root", root, "the folder that holds one folder of images per class")
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -105,7 +105,25 @@ def check_folder(cfg: DictConfig) -> None:
         raise fail("data.channels", cfg.channels, "1 (grayscale) or 3 (RGB)")
     if not cfg.get("cache"):
         raise fail("data.cache", cfg.get("cache"), "the folder the decoded images are kept in")
-    list_images(cfg.root)
+    check_held_out(cfg, list_images(cfg.root))
+
+
+def check_held_out(cfg: DictConfig, listing: Listing) -> None:
+    """What the folder lacks is held out of its training images as `load_image_folder` holds it out: the
+    test images first (so `data.test_size` must say how many), then the validation images of the rest."""
+    given = set(listing.subsets)
+    images = listing.subsets.count("train")
+    if "test" not in given:
+        if cfg.get("test_size") is None:
+            raise fail(
+                "data.test_size",
+                None,
+                f"a fraction in (0, 1) or an integer count >= 1 ({cfg.root} has no test/ folder: the test "
+                "images are held out of the others)",
+            )
+        images -= held_out("data.test_size", cfg.test_size, images)
+    if "val" not in given:
+        held_out("data.val_size", val_share(cfg.get("val_size")), images)
 
 
 def image_size(cfg: DictConfig) -> tuple[int, int] | None:

@@ -34,12 +34,18 @@ def stratified_split(labels: torch.Tensor, size: float, seed: int) -> torch.Tens
     return mask
 
 
+def held_out(key: str, size: float, images: int) -> int:
+    """How many of `images` the config key `key` holds out (`size`: a fraction if < 1, else a count); one
+    that leaves no image on either side is the key's error."""
+    count = round(size * images) if size < 1 else int(size)
+    if not 0 < count < images:
+        raise fail(key, size, f"a share or count of the {images} images, not 0 or all")
+    return count
+
+
 def hold_out(key: str, size: float, labels: torch.Tensor, seed: int) -> torch.Tensor:
-    """`stratified_split` for the config key `key`; a share or count that leaves no image on either side
-    is the key's error."""
-    count = round(size * len(labels)) if size < 1 else int(size)
-    if not 0 < count < len(labels):
-        raise fail(key, size, f"a share or count of the {len(labels)} images, not 0 or all")
+    """`stratified_split` for the config key `key` (`held_out` checks its size)."""
+    held_out(key, size, len(labels))
     return stratified_split(labels, size, seed)
 
 

@@ -1,9 +1,10 @@
 """`python src/eval.py`: a finished run's best network on a test set, no training.
 
-Everything a user can get wrong (the run, its checkpoint, the data) is checked before anything is
-written. The results go into the run's own MLflow run (`eval/*` metrics, tagged with what was evaluated),
-or into a child run of it when `data=` names another data set; figures and the per-class table go with
-them and into the output folder.
+Everything a user can get wrong (the run, its checkpoint, the data, the device) is checked before anything
+is written. The results go into the run's own MLflow run (`eval/*` metrics, tagged with what was
+evaluated), or into a child run of it when `data=` names another data set, which lasts as long as the
+evaluation and always ends (FINISHED, FAILED or KILLED); figures and the per-class table go with them and
+into the output folder.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from trainlab.errors import check_choice, fail
+from trainlab import interrupts
+from trainlab.atomic import write_atomically
+from trainlab.errors import DataError, check_choice, fail
+from trainlab.evaluate.data import data_config
 from trainlab.evaluate.finished import Finished, open_finished
 from trainlab.rules import Rule, check_rules, is_int
 
@@ -32,10 +38,14 @@ RULES = (
 
 @dataclass(frozen=True)
 class Outputs:
-    """The network's logits on every image of a split, in order, and the true labels."""
+    """The network's logits on every image of a split, in order, the true labels, and the most confidently
+    wrong images as the network took them (float (M, C, H, W), on the CPU) with their indices, most
+    confident first."""
 
     logits: torch.Tensor  # (N, classes), float32 on the CPU
     labels: torch.Tensor  # (N,)
+    mistakes: torch.Tensor  # (M,) indices into the split
+    mistake_images: torch.Tensor
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -43,9 +53,12 @@ class Outputs:
 
 
 def device_of(name: str) -> torch.device:
-    """`auto`: the GPU where there is one, else the CPU."""
+    """`auto`: the GPU where there is one, else the CPU; `cuda` only where torch sees one (else one line,
+    not CUDA's traceback from deep inside the first copy)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise fail("device", name, "auto or cpu (torch sees no CUDA GPU on this machine)")
     return torch.device(name)
 
 
@@ -63,42 +76,61 @@ def open_run(cfg: DictConfig) -> Finished:
     return open_finished(cfg.get("ckpt_path"), cfg.get("run_id"), uri, run_roots(cfg))
 
 
-def data_config(data: DictConfig | None, finished: Finished, data_dir: str) -> DictConfig:
-    """The run's own data config, or `data` if given: a data set whose images and classes are the run's.
-    The run's own data are read from where it read them, or from `data_dir` (`paths.data_dir`) on a
-    machine without that folder."""
-    from trainlab.data import DATASETS, check_data, describe_data
+class Worst:
+    """The `count` most confidently wrong predictions seen so far, with their images: kept batch by batch,
+    so that a test set need not fit in memory (a DataModule's)."""
 
-    if data is None:
-        own = OmegaConf.create(finished.config["data"])
-        if not Path(str(own.get("root"))).is_dir():
-            own.root = data_dir
-        return own
-    check_data(data)
-    found = describe_data(data)
-    wanted = (tuple(finished.image_shape), finished.num_classes)
-    if (found.image_shape, found.num_classes) != wanted:
-        built_in = {name: ds.describe(data) for name, ds in DATASETS.items() if ds.kind == "built-in"}
-        same = sorted(name for name, (shape, names) in built_in.items() if (shape, len(names)) == wanted)
-        shape = "×".join(map(str, finished.image_shape))
-        raise fail(
-            "data",
-            data.name,
-            f"a data set of the run's {shape} images in {wanted[1]} classes: {', '.join(same)}",
-        )
-    return data
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.confidence = torch.empty(0)
+        self.index = torch.empty(0, dtype=torch.long)
+        self.images: torch.Tensor | None = None
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, first: int) -> None:
+        """One batch, whose first image is the split's `first`."""
+        if not self.count:
+            return
+        confidence, predicted = logits.softmax(1).max(1)
+        wrong = (predicted != labels).nonzero().squeeze(1)
+        candidates = images[wrong].float().cpu()
+        if self.images is not None:
+            candidates = torch.cat([self.images, candidates])
+        confidence = torch.cat([self.confidence, confidence[wrong].cpu()])
+        index = torch.cat([self.index, wrong.cpu() + first])
+        top = confidence.argsort(descending=True, stable=True)[: self.count]
+        self.confidence, self.index, self.images = confidence[top], index[top], candidates[top]
 
 
 @torch.no_grad()
-def run_network(network: torch.nn.Module, datamodule: Any, device: torch.device) -> Outputs:
-    """Logits of the test split, batch by batch, scaled x/255 as in training."""
+def run_network(network: torch.nn.Module, datamodule: Any, device: torch.device, mistakes: int) -> Outputs:
+    """The test split through the network as Lightning's `trainer.test` feeds it: the DataModule's
+    `prepare_data`, `setup("test")` and `test_dataloader`, each batch through its transfer hooks (for the
+    data trainlab batches, the x/255 of training)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if not is_overridden("test_dataloader", datamodule):
+        raise DataError(f"{datamodule.source}: has no test_dataloader (eval tests on the test split)")
+    datamodule.prepare_data()
+    datamodule.setup("test")
     network = network.to(device)
-    logits, labels = [], []
-    for images, targets in datamodule.test_dataloader():
-        images, targets = datamodule.on_after_batch_transfer((images.to(device), targets.to(device)), 0)
-        logits.append(network(images).float().cpu())
+    logits, labels, worst, seen = [], [], Worst(mistakes), 0
+    for batch in datamodule.test_dataloader():
+        interrupts.check()  # Ctrl-C: between batches, the child run ended KILLED
+        batch = datamodule.on_before_batch_transfer(batch, 0)
+        batch = datamodule.transfer_batch_to_device(batch, device, 0)
+        batch = datamodule.on_after_batch_transfer(batch, 0)
+        if not (isinstance(batch, list | tuple) and len(batch) == 2 and isinstance(batch[0], torch.Tensor)):
+            raise DataError(f"{datamodule.source}: its test batches must be (images, labels) pairs")
+        images, targets = batch
+        out = network(images).float()
+        worst.add(out, targets, images, seen)
+        logits.append(out.cpu())
         labels.append(targets.cpu())
-    return Outputs(torch.cat(logits), torch.cat(labels))
+        seen += len(targets)
+    if not seen:
+        raise DataError(f"{datamodule.source}: its test_dataloader yields no images")
+    shown = worst.images if worst.images is not None else torch.empty(0)
+    return Outputs(torch.cat(logits), torch.cat(labels), worst.index, shown)
 
 
 def confusion(outputs: Outputs, classes: int) -> torch.Tensor:
@@ -135,19 +167,15 @@ def table(matrix: torch.Tensor, names: list[str], values: dict[str, float]) -> s
     return "\n".join(lines)
 
 
-def most_confident_mistakes(outputs: Outputs, count: int) -> torch.Tensor:
-    """Indices of the `count` wrong predictions with the highest predicted probability, highest first."""
-    confidence, predicted = outputs.probabilities.max(1)
-    wrong = (predicted != outputs.labels).nonzero().squeeze(1)
-    return wrong[confidence[wrong].argsort(descending=True)[:count]]
-
-
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate the run's best checkpoint on the test split of its data (or of `data`); return eval/*."""
+    from trainlab.tracking.tracker import check_logger
+
     check_rules(cfg, RULES)
+    check_logger(cfg.logger)
+    device = device_of(cfg.device)
     finished = open_run(cfg)
-    data = data_config(cfg.get("data"), finished, cfg.paths.data_dir)
-    other_data = cfg.get("data") is not None and data.name != finished.config["data"]["name"]
+    data, other_data = data_config(cfg.get("data"), finished, cfg.paths.data_dir)
     log_model = cfg.logger.get("log_model") is True or cfg.logger.get("register_model") is not None
     if log_model:
         check_choice("logger.name", cfg.logger.name, ("mlflow",))
@@ -156,59 +184,105 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         _check_model_name(cfg, finished)
 
     from trainlab.data import build_datamodule, example_inputs
+
+    with results_run(cfg, finished, data.name if other_data else None) as run_id:
+        datamodule = build_datamodule(data, finished.config.get("seed") or 0)
+        outputs = run_network(finished.network, datamodule, device, cfg.mistakes)
+        values, files = report(cfg, finished, data.name, datamodule.source, outputs)
+        if run_id is not None:
+            record(finished, run_id, data.name, datamodule.source, values, files)
+            log.info(
+                "Recorded in MLflow run %s%s", run_id, " (a child run: other data)" if other_data else ""
+            )
+    if log_model:
+        _log_model(cfg, finished, example_inputs(datamodule))
+    return values
+
+
+def report(
+    cfg: DictConfig, finished: Finished, data: str, source: str, outputs: Outputs
+) -> tuple[dict[str, float], list[Path]]:
+    """Print the per-class table; write it, the confusion matrix and the mistakes into the output folder;
+    return (eval/*, the files written)."""
     from trainlab.evaluate.figures import confusion_figure, mistakes_figure
 
-    datamodule = build_datamodule(data, finished.config.get("seed") or 0)
-    outputs = run_network(finished.network, datamodule, device_of(cfg.device))
     names = finished.class_names
     matrix = confusion(outputs, finished.num_classes)
     values = scores(outputs, matrix, names)
-    report = table(matrix, names, values)
-    print(
-        f"{finished.source} on {data.name} ({datamodule.source}), {len(outputs.labels)} test images\n{report}"
-    )
+    text = table(matrix, names, values)
+    print(f"{finished.source} on {data} ({source}), {len(outputs.labels)} test images\n{text}")
 
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "per_class.txt").write_text(report + "\n")
-    title = f"{finished.config['model']['name']} on {data.name}: accuracy {values['eval/acc']:.3f}"
+    write_atomically(folder / "per_class.txt", text + "\n")
+    title = f"{finished.config['model']['name']} on {data}: accuracy {values['eval/acc']:.3f}"
     files = [
         confusion_figure(matrix, names, title, folder / "confusion_matrix.png"),
         folder / "per_class.txt",
     ]
-    wrong = most_confident_mistakes(outputs, cfg.mistakes)
     if cfg.mistakes:
+        wrong = outputs.mistakes
         confidence, predicted = outputs.probabilities[wrong].max(1)
-        images = datamodule.test.images[wrong.to(datamodule.test.images.device)].cpu()
         files.append(
             mistakes_figure(
-                images, outputs.labels[wrong], predicted, confidence, names, folder / "mistakes.png"
+                outputs.mistake_images,
+                outputs.labels[wrong],
+                predicted,
+                confidence,
+                names,
+                folder / "mistakes.png",
             )
         )
     log.info("Figures and table in %s", folder)
-    if finished.run_id is not None and finished.tracking_uri and cfg.logger.name == "mlflow":
-        target = record(finished, data.name, datamodule.source, other_data, values, files)
-        log.info("Recorded in MLflow run %s%s", target, " (a child run: other data)" if other_data else "")
-        if log_model:
-            _log_model(cfg, finished, example_inputs(datamodule))
-    return values
+    return values, files
+
+
+@contextmanager
+def results_run(cfg: DictConfig, finished: Finished, other_data: str | None) -> Iterator[str | None]:
+    """The MLflow run the results go into, for the length of the evaluation: the run itself; for other data
+    (`other_data`: their name) a child run of it, named `eval data=<name>`; None where no MLflow run records
+    the checkpoint, or with `logger=none`."""
+    if finished.run_id is None or not finished.tracking_uri or cfg.logger.name != "mlflow":
+        yield None
+    elif other_data is None:
+        yield finished.run_id
+    else:
+        with child_run(finished.tracking_uri, finished.run_id, f"eval data={other_data}") as run_id:
+            yield run_id
+
+
+@contextmanager
+def child_run(tracking_uri: str, parent_id: str, name: str) -> Iterator[str]:
+    """A new child run of `parent_id` for the length of the block, created with its owner (a process that
+    dies in it leaves a run the next command marks) and ended whatever happens in it, as a training run is
+    (trainlab.tracking.tracker.end_run): FINISHED, FAILED with its `failure_reason`, or KILLED."""
+    from trainlab.tracking.orphans import OWNER_TAG, owner
+    from trainlab.tracking.spool import ResilientClient
+    from trainlab.tracking.tracker import end_run, ending
+
+    client = ResilientClient(tracking_uri)
+    experiment = client.get_run(parent_id).info.experiment_id
+    tags = {"mlflow.parentRunId": parent_id, OWNER_TAG: owner()}
+    run_id = client.create_run(experiment, tags=tags, run_name=name).info.run_id
+    try:
+        yield run_id
+    except BaseException as err:
+        end_run(client, run_id, *ending(err))
+        raise
+    end_run(client, run_id, "FINISHED")
 
 
 def record(
-    finished: Finished, data: str, source: str, child: bool, values: dict[str, float], files: list[Path]
-) -> str:
+    finished: Finished, run_id: str, data: str, source: str, values: dict[str, float], files: list[Path]
+) -> None:
     """Log eval/* (at the checkpoint's step), the figures and the tags `eval.checkpoint`, `eval.data` to
-    the run, or to a new child run of it for other data; return the id of the run written to."""
+    the MLflow run `run_id` (the run itself, or its child run for other data)."""
     from mlflow.entities import Metric, RunTag
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(finished.tracking_uri)
+    from trainlab.tracking.spool import ResilientClient
+
+    client = ResilientClient(finished.tracking_uri)  # a busy SQLite store is waited for
     tags = {"eval.checkpoint": finished.source, "eval.data": f"{data} ({source})"}
-    run_id = finished.run_id
-    if child:
-        parent = client.get_run(run_id)
-        tags["mlflow.parentRunId"] = run_id
-        run_id = client.create_run(parent.info.experiment_id, run_name=f"eval data={data}").info.run_id
     now, step = int(time.time() * 1000), int(finished.state.get("global_step") or 0)
     client.log_batch(
         run_id,
@@ -217,9 +291,6 @@ def record(
     )
     for file in files:
         client.log_artifact(run_id, str(file), "eval")
-    if child:
-        client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def _label(finished: Finished) -> str:

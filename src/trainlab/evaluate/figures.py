@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from trainlab.atomic import write_figure
+
 
 def confusion_figure(matrix: torch.Tensor, names: list[str], title: str, path: Path) -> Path:
     """Left: the confusion matrix, row = true class, column = predicted, shaded by the row's share
@@ -40,7 +42,7 @@ def confusion_figure(matrix: torch.Tensor, names: list[str], title: str, path: P
         right.text(min(value, 0.98), row, f"{value:.2f}", ha="right", va="center", color="white", fontsize=7)
     right.set(xlim=(0, 1), ylim=(k - 0.5, -0.5), yticks=range(k), xlabel="accuracy", title="per class")
     right.set_yticklabels(names, fontsize=8)
-    figure.savefig(path, dpi=120)
+    write_figure(figure, path, dpi=120)
     plt.close(figure)
     return path
 
@@ -53,13 +55,16 @@ def mistakes_figure(
     names: list[str],
     path: Path,
 ) -> Path:
-    """A grid of uint8 images (N, C, H, W), each titled with its predicted class and probability over
-    its true class."""
+    """A grid of images (N, C, H, W) as the network took them, each titled with its predicted class and
+    probability over its true class. Shown on one grey scale from the lowest to the highest value among
+    them: x/255 for trainlab's data, whatever range a user's DataModule gives."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if len(images):  # to [0, 1]: imshow scales grey images by vmin, vmax but takes colour ones as they are
+        images = (images - images.min()) / (images.max() - images.min()).clamp(min=1e-12)
     n = max(len(images), 1)
     columns = min(n, 8)
     rows = -(-n // columns)
@@ -69,7 +74,7 @@ def mistakes_figure(
         if index >= len(images):
             continue
         image = images[index].permute(1, 2, 0).numpy()
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(
             f"{names[predicted[index]]} ({confidence[index]:.2f})\ntrue: {names[true[index]]}",
             fontsize=8,
@@ -79,6 +84,6 @@ def mistakes_figure(
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     figure.suptitle("Most confidently wrong: predicted (probability), true class", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_figure(figure, path, dpi=120)
     plt.close(figure)
     return path

@@ -136,15 +136,18 @@ def _local_checkpoint(run_id: str, search_roots: list[Path]) -> Path | None:
 
 def _from_run(run_id: str, tracking_uri: str, search_roots: list[Path]) -> Finished:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+
+    from trainlab.tracking.orphans import reap_orphans
+    from trainlab.tracking.store import open_store
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one file: a bar says nothing
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
         reason = str(err.message).splitlines()[0][:160]
         raise fail("run_id", run_id, f"the id of a run in {tracking_uri} ({reason})") from None
+    reap_orphans(tracking_uri)  # the store answers: its runs whose process is gone are marked
     names = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     if CHECKPOINT_ARTIFACT in names:
         import mlflow.artifacts

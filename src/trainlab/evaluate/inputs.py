@@ -23,20 +23,30 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape))
 
 
+def _input_path(source: str | None) -> Path:
+    """`input` as a path: a file, or a folder holding image files."""
+    if source is None:
+        raise fail("input", None, WHAT)
+    path = Path(str(source)).expanduser()
+    if path.is_dir() and not _image_files(path):
+        raise fail("input", source, f"{WHAT} (this folder holds no {', '.join(IMAGE_SUFFIXES)} file)")
+    if not path.exists():
+        raise fail("input", source, f"{WHAT} (no such file or folder)")
+    return path
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def read_inputs(
     source: str | None, image_shape: tuple[int, int, int], resize: bool
 ) -> tuple[torch.Tensor, list[str]]:
     """(images as uint8 (N, C, H, W), one name per image: its file, or `file[i]` for an array's i-th)."""
-    if source is None:
-        raise fail("input", None, WHAT)
-    path = Path(str(source)).expanduser()
+    path = _input_path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise fail("input", source, f"{WHAT} (this folder holds no {', '.join(IMAGE_SUFFIXES)} file)")
+        files = _image_files(path)
         return torch.stack([_read_image(f, image_shape, resize) for f in files]), [str(f) for f in files]
-    if not path.is_file():
-        raise fail("input", source, f"{WHAT} (no such file or folder)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_image(path, image_shape, resize).unsqueeze(0), [str(path)]
     array = _read_npz(path) if path.suffix.lower() == ".npz" else _read_idx_file(path)
@@ -53,18 +63,19 @@ def _read_image(path: Path, image_shape: tuple[int, int, int], resize: bool) -> 
     try:
         with Image.open(path) as image:
             image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
-                if not resize:
-                    raise fail(
-                        "input",
-                        str(path),
-                        f"an image of the run's {width}×{height} pixels (it has "
-                        f"{image.size[0]}×{image.size[1]}; resize=true scales it)",
-                    )
+            if image.size != (width, height) and resize:
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
+    # What PIL raises for a file it cannot decode (folder.py's reader catches the same).
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise fail("input", str(path), f"{WHAT} (PIL cannot read it: {err})") from None
+    if array.shape[:2] != (height, width):
+        raise fail(
+            "input",
+            str(path),
+            f"an image of the run's {width}×{height} pixels (it has {array.shape[1]}×{array.shape[0]}; "
+            "resize=true scales it)",
+        )
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())
 
@@ -107,11 +118,15 @@ def _as_images(array: np.ndarray, image_shape: tuple[int, int, int], source: str
         array = array.transpose(0, 3, 1, 2)
     elif len(shape) == 3 and channels == 1:
         array = array[:, None]
-    if tuple(array.shape[1:]) != image_shape:
+    if tuple(array.shape[1:]) != image_shape or not len(array):
         layouts = f"N×{_shape(image_shape)} or N×{height}×{width}×{channels}" + (
             f" or N×{height}×{width}" if channels == 1 else ""
         )
-        raise fail("input", source, f"images of the run's shape, {layouts} (it holds {_shape(shape)})")
+        raise fail(
+            "input",
+            source,
+            f"images of the run's shape, {layouts} (it holds {_shape(shape) or 'one number'})",
+        )
     if array.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(array))
     if np.issubdtype(array.dtype, np.floating) and array.size and array.min() >= 0 and array.max() <= 1:

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainlab.atomic import write_figure
 from trainlab.errors import UserError
 
 
@@ -72,7 +73,7 @@ def save_augmented(overrides: list[str]) -> Path:
     folder = Path(cfg.paths.root_dir) / "outputs" / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"augmented_{cfg.data.name}_{cfg.augment.name}.png"
-    draw_augmented(cfg).savefig(png, dpi=110)
+    write_figure(draw_augmented(cfg), png, dpi=110)
     return png
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainlab.atomic import write_figure
 from trainlab.errors import UserError
 
 # Where trainlab.diagnostics puts the histograms (not imported: it pulls in torch and Lightning).
@@ -173,7 +174,7 @@ def draw_gradients(client: Any, runs: list[Any], out_dir: Path) -> list[Path]:
     paths = []
     for name, draw in ((GRADIENTS_PNG, gradient_figure), (HISTOGRAMS_PNG, histogram_figure)):
         path = Path(out_dir) / name
-        draw(loaded).savefig(path, dpi=120)
+        write_figure(draw(loaded), path, dpi=120)
         paths.append(path)
     for run in runs:
         for path in paths:
@@ -183,7 +184,7 @@ def draw_gradients(client: Any, runs: list[Any], out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     """Draw the figures for an experiment's finished diagnostics runs (optionally one sweep's)."""
-    from mlflow.tracking import MlflowClient
+    from trainlab.tracking.orphans import store_without_orphans
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", required=True)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="trainlab")
     parser.add_argument("--sweep-dir", help="only the runs of this multirun folder (its name)")
     args = parser.parse_args(argv)
-    client = MlflowClient(args.tracking_uri)
+    client = store_without_orphans(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         parser.error(f"--experiment={args.experiment}: no such MLflow experiment")

@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainlab.atomic import write_atomically, write_figure
 from trainlab.errors import UserError
 from trainlab.figures.diagnostics import plot_gradients
 
@@ -371,12 +372,12 @@ def report(
     if kind not in KINDS:
         raise UserError(f"kind={kind}: must be one of {', '.join(sorted(KINDS))}")
     cfg = compose(experiment, list(overrides))
-    from mlflow.tracking import MlflowClient
+    from trainlab.tracking.orphans import store_without_orphans
 
     uri = cfg.logger.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise _no_runs(experiment)  # and do not create an empty store
-    client = MlflowClient(uri)
+    client = store_without_orphans(uri)
     name, runs = find_runs(client, cfg.logger.experiment_name, sweep)
     parents = [run for run in runs if "group.member" not in run.data.tags]
     variants = group_variants(label_variants(parents, cfg.report.labels), runs)
@@ -386,10 +387,10 @@ def report(
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{experiment}_{kind}.png"
     figure = KINDS[kind](drawn)
-    figure.savefig(png, dpi=110)
+    write_figure(figure, png, dpi=110)
     rows = results_rows(drawn)
     table = results_table(rows)
-    (folder / f"{experiment}_results.txt").write_text(table + "\n")
+    write_atomically(folder / f"{experiment}_results.txt", table + "\n")
     summary = _summary_run(client, drawn)
     client.log_artifact(summary, str(png))
     client.log_artifact(summary, str(folder / f"{experiment}_results.txt"))

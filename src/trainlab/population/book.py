@@ -20,9 +20,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from trainlab import interrupts
 from trainlab.atomic import write_atomically
+from trainlab.run.interrupts import RESUME
 from trainlab.tracking.provenance import Record
-from trainlab.tracking.tracker import Tracker
+from trainlab.tracking.tracker import RunInfo, Tracker, ending
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,21 @@ class Member:
     metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each metric
     step: int = 0  # the global step of the latest logged metrics
     stopped_early: int | None = None  # the epoch after which early stopping took it out (still COMPLETE)
+    opening: tuple[dict[str, Any], str, RunInfo] | None = None  # what opens its run: config, yaml, info
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    def open(self, datamodule: Any) -> None:
+        """Open (or reopen) its MLflow run, with the params and tags a standalone run of it gets; linked to
+        its Optuna trial."""
+        from trainlab.data import log_class_names
+
+        self.tracker.start(*self.opening)
+        log_class_names(self.tracker, datamodule, self.run_dir)
+        if self.trial is not None and self.tracker.run_id is not None:
+            self.trial.set_user_attr("mlflow_run_id", self.tracker.run_id)
 
     def score(self, objective: str, monitor: str) -> float | None:
         """What a standalone run returns to the sweeper: the best checkpoint's score when the objective
@@ -264,7 +277,7 @@ class MemberBook(Callback):
             self.patience = [Patience(**saved) for saved in state["patience"]]
 
 
-def open_members(
+def members_of(
     specs: list[Any],
     composed: list[tuple[Any, dict[str, str]]],
     resolved: list[dict[str, Any]],
@@ -275,13 +288,14 @@ def open_members(
     resumed_runs: list[str | None],
     provenance: Record | None = None,
 ) -> list[Member]:
-    """A tracker and an MLflow run per member, with the params and tags a standalone run of it gets
-    (reopened when the population resumes), filed under the sweep's parent run and linked to its trial."""
+    """The population's members, each with its folder, config.yaml, tracker and what opens its run (the
+    params and tags a standalone run of it gets, reopened when the population resumes, filed under the
+    sweep's parent run and linked to its trial); no run is opened yet (`running`)."""
     from omegaconf import OmegaConf
 
-    from trainlab.data import data_tags, log_class_names
+    from trainlab.data import data_tags
     from trainlab.run.trial import current_trial, trial_handle
-    from trainlab.tracking.tracker import RunInfo, make_tracker, redact_environment, run_tags
+    from trainlab.tracking.tracker import make_tracker, redact_environment, run_tags
 
     link = current_trial()
     members = []
@@ -308,14 +322,12 @@ def open_members(
         member_dir.mkdir(parents=True, exist_ok=True)
         public = redact_environment(config, OmegaConf.to_container(cfg, resolve=False))
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(public))
-        (member_dir / "config.yaml").write_text(config_yaml)
-        tracker = make_tracker(cfg.logger)
+        write_atomically(member_dir / "config.yaml", config_yaml)
         name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
-        tracker.start(public, config_yaml, RunInfo(name, tags, resumed_runs[index], member_dir, provenance))
-        log_class_names(tracker, datamodule, member_dir)
-        if trial is not None and tracker.run_id is not None:
-            trial.set_user_attr("mlflow_run_id", tracker.run_id)
-        members.append(Member(config, member_dir, tracker, trial))
+        info = RunInfo(name, tags, resumed_runs[index], member_dir, provenance)
+        member = Member(config, member_dir, make_tracker(cfg.logger), trial)
+        member.opening = (public, config_yaml, info)
+        members.append(member)
     return members
 
 
@@ -337,6 +349,7 @@ def test_on_best(members: list[Member], datamodule: Any, device: torch.device) -
     datamodule.setup("test")  # as `trainer.test` would: a user's DataModule may build its test set here
     sums = torch.zeros(len(done), 3, device=device)
     for images, labels in datamodule.test_dataloader():
+        interrupts.check(RESUME)
         images, labels = datamodule.on_after_batch_transfer((images.to(device), labels.to(device)), 0)
         logits = stacked(images)
         losses = torch.nn.functional.cross_entropy(
@@ -357,21 +370,19 @@ def test_on_best(members: list[Member], datamodule: Any, device: torch.device) -
 
 
 @contextmanager
-def finished(members: list[Member], interrupted: Any = lambda: False) -> Iterator[None]:
-    """End every member's run whatever happens: members still training when the population stops are
-    COMPLETE (FINISHED); an exception ends them FAILED with its reason, Ctrl-C/SIGTERM or a requeue KILLED."""
+def running(members: list[Member], datamodule: Any) -> Iterator[None]:
+    """Open every member's run, then end each whatever happens: those still training when the population
+    stops are COMPLETE (FINISHED); an error ends them FAILED with its reason, Ctrl-C/SIGTERM or a requeue
+    KILLED. A member whose run fails to open ends the others' too: all are open, or none."""
     try:
+        for member in members:
+            member.open(datamodule)
         yield
     except BaseException as err:
+        status, reason = ending(err)
         for member in members:
-            if member.state != RUNNING:
-                continue
-            if isinstance(err, KeyboardInterrupt) or interrupted():
-                member.tracker.end("KILLED", "interrupted (Ctrl-C or SIGTERM)")
-            elif isinstance(err, SystemExit):
-                member.tracker.end("KILLED", "preempted: saved and requeued")
-            else:
-                member.tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            if member.state == RUNNING:
+                member.tracker.end(status, reason)  # never raises: each member is ended
         raise
     for member in members:
         if member.state == RUNNING:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab import interrupts
 from trainlab.atomic import write_atomically
 from trainlab.config import validate
 from trainlab.population.compose import compose_each
@@ -61,7 +62,13 @@ def own_batches(configs: list[DictConfig]) -> bool:
 
 def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict[str, Any]]:
     """Train the job's members together; one {state, value, reason, run_dir, metrics} per member, in
-    order. `group`: the members are a group's runs (its folder, overrides, tags and trial report)."""
+    order. `group`: the members are a group's runs (its folder, overrides, tags and trial report). Ctrl-C
+    or SIGTERM stops it at the next batch, saved, every member's run KILLED."""
+    with interrupts.cooperative():
+        return _train_population(job_cfg, group)
+
+
+def _train_population(job_cfg: DictConfig, group: Job | None) -> list[dict[str, Any]]:
     from trainlab.tracking.provenance import Provenance
 
     provenance = Provenance()  # git, packages, devices: read while torch and Lightning import
@@ -71,10 +78,10 @@ def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict
 
     from trainlab.cluster.requeue import requeued_checkpoint
     from trainlab.data import build_datamodule, build_member_datamodule, describe_data, example_inputs
-    from trainlab.population.book import RUNNING, MemberBook, finished, open_members, test_on_best
+    from trainlab.population.book import RUNNING, MemberBook, members_of, running, test_on_best
     from trainlab.population.module import PopulationClassifier
     from trainlab.run.callbacks import curves_callback, resume_callbacks
-    from trainlab.run.interrupts import graceful_interrupts
+    from trainlab.run.interrupts import RESUME
     from trainlab.run.job import job_context, quiet_lightning
     from trainlab.run.resume import find_resume_point, write_record
     from trainlab.run.training import log_best_network
@@ -94,15 +101,16 @@ def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict
     check_shared(configs)
     first = configs[0]
     quiet_lightning()
+    store = make_tracker(first.logger)
+    store.check()  # a server answers; the store's runs whose process is gone are marked
     if first.logger.get("register_model"):  # the name must be free or this network's, before any run
         data = describe_data(first.data)
-        make_tracker(first.logger).check_model_name(
-            network_label(first.model, data.image_shape, data.num_classes)
-        )
+        store.check_model_name(network_label(first.model, data.image_shape, data.num_classes))
 
     root = Path(first.paths.root_dir)
     ckpt_path = job_cfg.ckpt_path or requeued_checkpoint(output_dir)
     resume = find_resume_point(ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
+    resume.check_fits(first.trainer.get("max_epochs"))
     link = current_trial()
     if link is not None and link.threads:
         torch.set_num_threads(link.threads)
@@ -116,8 +124,7 @@ def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict
     shape = (datamodule.image_shape, datamodule.num_classes, datamodule.class_names)
     module = PopulationClassifier(resolved, *shape)
     record = provenance.collect()
-    record.write(resume.run_dir / "provenance")
-    members = open_members(
+    members = members_of(
         specs,
         composed,
         resolved,
@@ -133,19 +140,21 @@ def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict
             "logger=[…,tensorboard]: a population job writes no TensorBoard files (its members' metrics "
             "are in their MLflow runs); run the trials as single jobs to see them in TensorBoard"
         )
-    write_record(resume, overrides, None, first.logger.get("tracking_uri"))
-    runs = {"mlflow_run_ids": [m.tracker.run_id for m in members]}
-    write_atomically(resume.run_dir / MEMBERS_RECORD, json.dumps(runs, indent=2))
-
     checkpoint = first.callbacks.checkpoint
     stopping = OmegaConf.to_container(first.callbacks.get("early_stopping") or {}, resolve=True)
     # A group in an Optuna trial: the members' mean is the trial's, reported and pruned as one.
     trial = trial_handle(link.study, link.trial_id) if group and link and link.trial_id is not None else None
     book = MemberBook(members, checkpoint.monitor, checkpoint.mode, first.optimized_metric, stopping, trial)
     module.on_diverged = lambda values: book.diverged(module, values)
-    loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
-    callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir), *curves_callback(first, loggers)]
-    with graceful_interrupts() as interrupts, finished(members, lambda: interrupts.received is not None):
+    interrupts.check()  # stopped while the data loaded: no run was opened
+
+    with running(members, datamodule):
+        record.write(resume.run_dir / "provenance")
+        write_record(resume, overrides, None, first.logger.get("tracking_uri"))
+        runs = {"mlflow_run_ids": [m.tracker.run_id for m in members]}
+        write_atomically(resume.run_dir / MEMBERS_RECORD, json.dumps(runs, indent=2))
+        loggers = {index: member.tracker.lightning_logger for index, member in enumerate(members)}
+        callbacks = [book, *resume_callbacks(first, resume.checkpoint_dir), *curves_callback(first, loggers)]
         trainer_args = OmegaConf.to_container(first.trainer, resolve=True)
         trainer_args["enable_model_summary"] = False  # it would list the stacked (K, …) tensors
         trainer = L.Trainer(
@@ -155,7 +164,9 @@ def train_population(job_cfg: DictConfig, group: Job | None = None) -> list[dict
             default_root_dir=resume.run_dir,
             enable_progress_bar=bool(first.callbacks.progress_bar.refresh_rate),
         )
+        interrupts.check(RESUME)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
+        interrupts.check(RESUME)
         test_on_best(members, datamodule, module.device)
         if logs_model(first.logger, sweep=True):  # asked for: logger.log_model=true or register_model
             for member in members:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import logging
 import random
@@ -25,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab import interrupts
 from trainlab.atomic import write_atomically
 from trainlab.errors import fail
 from trainlab.repeats.stats import Summary, summarize
@@ -124,8 +126,9 @@ def _write_table(path: Path, done: dict[str, dict[str, Any]], stats: dict[str, S
     for field in ("mean", "std", "count", "low", "high"):
         rows.append([field if field in ("mean", "std", "count") else f"ci95_{field}"])
         rows[-1] += [getattr(stats[n], field) for n in names]
-    with path.open("w", newline="") as file:
-        csv.writer(file).writerows([["run", *names], *rows])
+    table = io.StringIO()
+    csv.writer(table).writerows([["run", *names], *rows])
+    write_atomically(path, table.getvalue())
 
 
 def _train_together(cfg: DictConfig, members: list[Member], job: Any) -> dict[str, dict[str, Any]]:
@@ -158,7 +161,13 @@ def _train_together(cfg: DictConfig, members: list[Member], job: Any) -> dict[st
 
 def train_group(cfg: DictConfig) -> float | list[float | None] | None:
     """Train the group's runs under one parent run, as one population or one after another; return the
-    optimised metric's mean."""
+    optimised metric's mean. Ctrl-C or SIGTERM stops the run in training at its next batch, saved, and
+    the parent KILLED; `ckpt_path=last` resumes the group."""
+    with interrupts.cooperative():
+        return _train_group(cfg)
+
+
+def _train_group(cfg: DictConfig) -> float | list[float | None] | None:
     from trainlab.config import validate
     from trainlab.data import build_datamodule
     from trainlab.population.members import unsupported
@@ -204,23 +213,23 @@ def train_group(cfg: DictConfig) -> float | list[float | None] | None:
     public = redact_environment(config, OmegaConf.to_container(cfg, resolve=False))
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(public))
     name = variant_name(cfg, job.overrides)
-    tracker.start(public, config_yaml, RunInfo(name, tags, record.get("mlflow_run_id"), folder))
-    if trial is not None and tracker.run_id is not None:
-        trial.set_user_attr("mlflow_run_id", tracker.run_id)
-    write_record(ResumePoint(folder), job.overrides, tracker.run_id, cfg.logger.get("tracking_uri"))
 
     def save() -> None:
         state = {"overrides": job_overrides(job.overrides), "mlflow_run_id": tracker.run_id, "seed": seed}
         state["done"] = done
         write_atomically(folder / GROUP_RECORD, json.dumps(state, indent=2))
 
-    save()
     common = [o for o in job.overrides if not o.lstrip("+~").startswith(_GROUP_KEYS)]
-    run_tags = {**job.tags, "group.parent": str(tracker.run_id), "group.name": name}
-    if tracker.run_id is not None:
-        run_tags["mlflow.parentRunId"] = tracker.run_id
     together = unsupported(configs[0]) is None and cfg.data.name != "custom"
-    with tracker.running():
+    interrupts.check()
+    with tracker.run(public, config_yaml, RunInfo(name, tags, record.get("mlflow_run_id"), folder)):
+        if trial is not None and tracker.run_id is not None:
+            trial.set_user_attr("mlflow_run_id", tracker.run_id)
+        write_record(ResumePoint(folder), job.overrides, tracker.run_id, cfg.logger.get("tracking_uri"))
+        save()
+        run_tags = {**job.tags, "group.parent": str(tracker.run_id), "group.name": name}
+        if tracker.run_id is not None:
+            run_tags["mlflow.parentRunId"] = tracker.run_id
         if together and len(done) < len(members):
             log.info("Group %s: %d runs as one population", name, len(members))
             done |= _train_together(cfg, members, Job(folder / "population", job.overrides, run_tags))

@@ -15,8 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
-from trainlab.cluster.requeue import RequeueOnSignal
-from trainlab.run.interrupts import CheckpointOnInterrupt
+from trainlab.run.interrupts import StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ def resume_callbacks(run_cfg: DictConfig, checkpoint_dir: Path) -> list[Callback
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         ),
-        CheckpointOnInterrupt(checkpoint_dir / "last.ckpt"),
-        RequeueOnSignal(checkpoint_dir / "last.ckpt"),  # SLURM preemption (trainlab.cluster.requeue)
+        StopOnSignal(checkpoint_dir / "last.ckpt"),  # Ctrl-C, SIGTERM, SLURM preemption
     ]
     if cfg.progress_bar.refresh_rate:
         callbacks.append(ProgressBar(refresh_rate=cfg.progress_bar.refresh_rate))

@@ -1,88 +1,46 @@
-"""Ctrl-C and SIGTERM stop a run cleanly: `last.ckpt` is written where training stopped, the MLflow run
-is marked KILLED, and the exit status is non-zero. A second signal exits at once (but in a notebook's
-kernel, `kernel_safe`).
-
-Lightning turns the first KeyboardInterrupt into a graceful shutdown and then ignores further Ctrl-C;
-here a second signal always means "now".
-"""
+"""Where a run stops after Ctrl-C, SIGTERM or a SLURM warning signal: at the end of a training batch, with
+`last.ckpt` written there, so that `ckpt_path=last` goes on from exactly that step (trainlab.interrupts
+records the signal; this callback is the run's safe point)."""
 
 from __future__ import annotations
 
-import os
+import logging
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from types import FrameType
+from typing import Any
 
-from lightning.pytorch.callbacks import Callback
+from trainlab import interrupts
+from trainlab.cluster.requeue import RequeueOnSignal
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger(__name__)
 
-
-class Interrupts:
-    """Which stop signal arrived first, if any (the tracker marks such a run KILLED, not FAILED)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
+RESUME = "the run is saved (MLflow run KILLED); the same command with ckpt_path=last resumes it"
 
 
-def _exit_at_once(signum: int, frame: FrameType | None) -> None:
-    os._exit(128 + signum)
+class StopOnSignal(RequeueOnSignal):
+    """At each training batch end, on every rank at once (a signal may reach one process only): a SLURM
+    warning signal saves, requeues and exits (RequeueOnSignal); Ctrl-C or SIGTERM saves `checkpoint` and
+    raises `Interrupted`. In the final test, Ctrl-C stops at the next test batch."""
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        interrupts.take_over()  # from Lightning's own SIGTERM handler, put in as `fit` started
 
-# False inside `kernel_safe()`: a process that must outlive its runs (a Jupyter kernel) is never ended by a
-# second signal; it waits for the checkpoint to be written instead.
-_second_signal_exits = True
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        interrupts.take_over()
 
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        asked = self.received is not None or interrupts.received() is not None
+        if not trainer.strategy.reduce_boolean_decision(asked, all=False):
+            return
+        if self.received is not None:
+            self.save_and_requeue(trainer)
+        trainer.save_checkpoint(self.checkpoint)
+        signum = interrupts.received() or signal.SIGTERM  # another rank's signal: the same stop
+        log.warning(
+            "%s: saved %s at step %d", signal.Signals(signum).name, self.checkpoint, trainer.global_step
+        )
+        raise interrupts.Interrupted(signum, RESUME)
 
-@contextmanager
-def kernel_safe() -> Iterator[None]:
-    """Runs started inside leave the process alive whatever signals arrive (trainlab.api)."""
-    global _second_signal_exits
-    before, _second_signal_exits = _second_signal_exits, False
-    try:
-        yield
-    finally:
-        _second_signal_exits = before
-
-
-def exit_on_next_signal() -> None:
-    if _second_signal_exits and threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            signal.signal(sig, _exit_at_once)
-
-
-@contextmanager
-def graceful_interrupts() -> Iterator[Interrupts]:
-    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt (Lightning's graceful shutdown), any later
-    one into an immediate exit; restore the previous handlers afterwards."""
-    interrupts = Interrupts()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield interrupts
-        return
-
-    def first(signum: int, frame: FrameType | None) -> None:
-        interrupts.received = signum
-        exit_on_next_signal()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, first) for sig in SIGNALS}
-    try:
-        yield interrupts
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class CheckpointOnInterrupt(Callback):
-    """On Ctrl-C/SIGTERM, save the state where training stopped as `last.ckpt` (resume: `ckpt_path=last`)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
-            exit_on_next_signal()  # Lightning has just set SIGINT to "ignore" for its shutdown
-            trainer.save_checkpoint(self.path)
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        interrupts.check(RESUME)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainlab.atomic import write_atomically
-from trainlab.errors import CheckpointError, ConfigError
+from trainlab.errors import CheckpointError, ConfigError, fail
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,20 @@ class ResumePoint:
     run_dir: Path
     checkpoint: Path | None = None
     mlflow_run_id: str | None = None
+    epoch: int = 0  # the checkpoint's epoch
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    def check_fits(self, max_epochs: int | None) -> None:
+        """Refuse, before any run opens, a resume that `trainer.max_epochs` would end before it starts
+        (Lightning says so only once `fit` has begun, with a traceback)."""
+        if self.checkpoint is not None and max_epochs not in (None, -1) and self.epoch > max_epochs:
+            allowed = (
+                f"-1 or an integer >= {self.epoch} to resume {self.checkpoint} (saved in epoch {self.epoch})"
+            )
+            raise fail("trainer.max_epochs", max_epochs, allowed)
 
 
 # Overrides that say how far or from where to train, not what: resuming may change them.
@@ -122,5 +132,5 @@ def find_resume_point(
 
 
 def _resume_from(run_dir: Path, checkpoint: Path) -> ResumePoint:
-    check_loadable(checkpoint)
-    return ResumePoint(run_dir, checkpoint, _read_record(run_dir).get("mlflow_run_id"))
+    epoch = int(check_loadable(checkpoint).get("epoch") or 0)
+    return ResumePoint(run_dir, checkpoint, _read_record(run_dir).get("mlflow_run_id"), epoch)

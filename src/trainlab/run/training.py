@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab import interrupts
+from trainlab.atomic import write_atomically
 from trainlab.config import validate
 from trainlab.run.job import Job, in_sweep, job_context, quiet_lightning
 
@@ -40,7 +42,13 @@ class Outcome:
 
 
 def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
-    """Train and test one model, in the Hydra job's folder and name or those `job` gives."""
+    """Train and test one model, in the Hydra job's folder and name or those `job` gives. Ctrl-C or
+    SIGTERM stops it at the next batch, saved (trainlab.interrupts), and raises `Interrupted`."""
+    with interrupts.cooperative():
+        return _train(cfg, job)
+
+
+def _train(cfg: DictConfig, job: Job | None) -> Outcome:
     from trainlab.tracking.provenance import Provenance
 
     provenance = Provenance()  # git, packages, devices: read while torch and Lightning import
@@ -57,7 +65,7 @@ def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
     from trainlab.module import Classifier
     from trainlab.run.callbacks import build_callbacks, early_stop, profiler_in
     from trainlab.run.config_tree import config_tree
-    from trainlab.run.interrupts import graceful_interrupts
+    from trainlab.run.interrupts import RESUME
     from trainlab.run.resume import find_resume_point, write_record
     from trainlab.scheduler import check_schedule_fits
     from trainlab.tracking.model import network_label
@@ -85,6 +93,7 @@ def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
     root = Path(cfg.paths.root_dir)
     ckpt_path = cfg.ckpt_path or requeued_checkpoint(output_dir)
     resume = find_resume_point(ckpt_path, output_dir, [root / "outputs", root / "multirun"], overrides)
+    resume.check_fits(cfg.trainer.get("max_epochs"))
 
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -99,18 +108,18 @@ def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
     check_schedule_fits(cfg, datamodule)  # a warm-up longer than the run, now it is known
     module = Classifier(config, datamodule.image_shape, datamodule.num_classes, datamodule.class_names)
 
-    if is_rank_zero:
-        config_yaml = OmegaConf.to_yaml(OmegaConf.create(public))
-        name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
-        record = provenance.collect()
-        record.write(resume.run_dir / "provenance")
-        info = RunInfo(name, tags, resume.mlflow_run_id, resume.run_dir, record)
-        tracker.start(public, config_yaml, info)
-        write_record(resume, overrides, tracker.run_id, cfg.logger.get("tracking_uri"))
-        (resume.run_dir / "config.yaml").write_text(config_yaml)
-        log_class_names(tracker, datamodule, resume.run_dir)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(public))
+    name = " ".join(o for o in overrides if not o.startswith("ckpt_path=")) or "defaults"
+    record = provenance.collect() if is_rank_zero else None
+    info = RunInfo(name, tags, resume.mlflow_run_id, resume.run_dir, record)
+    interrupts.check()  # stopped while the data loaded: no run was opened
 
-    with graceful_interrupts() as interrupts, tracker.running(lambda: interrupts.received is not None):
+    with tracker.run(public, config_yaml, info):
+        if is_rank_zero:
+            record.write(resume.run_dir / "provenance")
+            write_record(resume, overrides, tracker.run_id, cfg.logger.get("tracking_uri"))
+            write_atomically(resume.run_dir / "config.yaml", config_yaml)
+            log_class_names(tracker, datamodule, resume.run_dir)
         callbacks = build_callbacks(cfg, resume.checkpoint_dir, report)
         trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
         if trainer_args.get("profiler"):  # its report in the run folder, not only on the console
@@ -126,6 +135,7 @@ def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
         # the Trainer has chosen its devices it only turns torch's accelerator check, which Adam makes at
         # every step, into an NVML library load (~30 µs a step, 4 % of an MNIST MLP step on 2 cores).
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        interrupts.check(RESUME)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
         # The last epoch's metrics, which the test's replace.
         fitted = {m: float(v) for m, v in trainer.callback_metrics.items() if m in FINAL_METRICS}
@@ -133,6 +143,7 @@ def train(cfg: DictConfig, job: Job | None = None) -> Outcome:
             log.info("Stopped early after epoch %d: %s", *stopped)
             tracker.set_tags({"early_stopping.epoch": str(stopped[0])})
         best = callbacks[0].best_model_path
+        interrupts.check(RESUME)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if best and cfg.logger.get("log_checkpoint", False):
             tracker.log_artifact(Path(best), "checkpoints")

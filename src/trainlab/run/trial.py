@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
@@ -21,6 +24,8 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     import lightning as L
     import optuna
+
+T = TypeVar("T")
 
 STUDY_ENV = "TRAINLAB_OPTUNA_STUDY"
 TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL_ID"
@@ -34,16 +39,51 @@ STORAGE_ENV = "OPTUNA_STORAGE"
 SQLITE_TIMEOUT_S = 120
 
 
+# The storage's writes: one that meets "database is locked" (beyond the SQLite timeout) is tried again.
+STORAGE_WRITES = (
+    "create_new_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "create_new_trial",
+    "_create_new_trial",  # what Optuna's own cached storage calls
+    "set_trial_param",
+    "_set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage for `url`; SQLite connections wait for the write lock, and sweepers starting
-    at once on a new SQLite file or PostgreSQL database take turns creating its tables."""
+    """Optuna's RDB storage for `url`; SQLite connections wait for the write lock (and a write that still
+    meets it is tried again), and sweepers starting at once on a new SQLite file or PostgreSQL database
+    take turns creating its tables."""
     import optuna
 
     from trainlab.tracking.creation_lock import creation_lock
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     with creation_lock(url):
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    for name in STORAGE_WRITES:  # on the instance: Optuna's own wrappers call these
+        setattr(storage, name, _retrying_when_locked(getattr(storage, name)))
+    return storage
+
+
+def _retrying_when_locked(write: Callable[..., T], attempts: int = 5) -> Callable[..., T]:
+    @functools.wraps(write)
+    def retrying(*args: object, **kwargs: object) -> T:
+        for attempt in range(attempts):
+            try:
+                return write(*args, **kwargs)
+            except Exception as err:
+                if "database is locked" not in str(err) or attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.1 * 2**attempt, 2.0) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    return retrying
 
 
 def storage_url(storage: str | None, sweep_dir: str, cwd: str) -> str:
@@ -90,19 +130,28 @@ def current_trial() -> TrialLink | None:
     )
 
 
-@functools.cache
 def _load_study(name: str) -> optuna.Study:
-    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper` (loaded once
-    per job: a population's members share it)."""
-    import optuna
+    """The sweep's study, with its storage and pruner from the job's copy of `hydra.sweeper`."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     hydra = HydraConfig.get()
     sweeper = hydra.sweeper
-    pruner = instantiate(sweeper.pruner) if sweeper.get("pruner") else optuna.pruners.NopPruner()
     url = storage_url(sweeper.storage, hydra.sweep.dir, hydra.runtime.cwd)
-    return optuna.load_study(study_name=name, storage=open_storage(url), pruner=pruner)
+    pruner = OmegaConf.to_yaml(sweeper.pruner) if sweeper.get("pruner") else ""
+    return _open_study(name, url, pruner)
+
+
+@functools.cache
+def _open_study(name: str, url: str, pruner: str) -> optuna.Study:
+    """Loaded once per process, storage and pruner (a population's members share it; several sweeps in one
+    process, as the Python API runs them, each its own)."""
+    import optuna
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    found = instantiate(OmegaConf.create(pruner)) if pruner else optuna.pruners.NopPruner()
+    return optuna.load_study(study_name=name, storage=open_storage(url), pruner=found)
 
 
 def trial_handle(study: str, trial_id: int) -> optuna.trial.Trial:

@@ -16,15 +16,25 @@ ADVISORY_LOCK_KEY = 0x7472_6169_6E6C_6162  # b"trainlab"
 
 
 def creation_lock(url: str) -> AbstractContextManager:
-    """A file lock beside the database of a `sqlite:///` URL, an advisory lock in a PostgreSQL database,
-    no lock for any other URL (an MLflow server creates its own tables)."""
+    """A file lock beside the database of a `sqlite:///` URL (which is then set up for several writers:
+    trainlab.tracking.sqlite), an advisory lock in a PostgreSQL database, no lock for any other URL (an
+    MLflow server creates its own tables)."""
     if url.startswith("sqlite:///"):
-        from filelock import FileLock
-
-        return FileLock(url.removeprefix("sqlite:///") + ".lock")
+        return _file_lock(url)
     if url.startswith("postgresql"):
         return _advisory_lock(url)
     return nullcontext()
+
+
+@contextmanager
+def _file_lock(url: str) -> Iterator[None]:
+    from filelock import FileLock
+
+    from trainlab.tracking.sqlite import prepare
+
+    with FileLock(url.removeprefix("sqlite:///") + ".lock"):
+        prepare(url)
+        yield
 
 
 @contextmanager

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,24 @@ def _code_paths(network: Any) -> list[str]:
     return sorted(paths)
 
 
+@contextmanager
+def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`mlflow.pytorch.log_model`) on `tracking_uri` for this call only:
+    `mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI for the whole process, which the next run's
+    config (several runs in one process: the Python API) would then read as its own."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(tracking_uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def log_network(
     tracking_uri: str, run_id: str, network: Any, examples: Any, registered_name: str | None, label: str
 ) -> str:
@@ -78,11 +98,11 @@ def log_network(
     examples = np.ascontiguousarray(examples, dtype=np.float32)
     with torch.no_grad():
         probabilities = served(torch.from_numpy(examples)).numpy()
-    mlflow.set_tracking_uri(tracking_uri)
     quiet = _NotAboutPickle()
     logging.getLogger("mlflow.pytorch").addFilter(quiet)
     try:
-        info = _log(served, run_id, examples, probabilities, network, registered_name)
+        with fluent_tracking_uri(tracking_uri):
+            info = _log(served, run_id, examples, probabilities, network, registered_name)
     finally:
         logging.getLogger("mlflow.pytorch").removeFilter(quiet)
     if not registered_name:

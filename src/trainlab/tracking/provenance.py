@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from trainlab.atomic import write_atomically
+
 # This package's source folder: the git repository whose commit the run records.
 CODE_DIR = Path(__file__).resolve().parent
 TIMEOUT = 10.0  # seconds; a git or nvidia-smi that hangs (a stale network mount) must not hold a run
@@ -44,11 +46,12 @@ class Record:
             resumes += 1
             target = folder / f"resume_{resumes}"
         target.mkdir(parents=True, exist_ok=True)
-        (target / "provenance.json").write_text(
-            json.dumps({"params": self.params, "tags": self.tags}, indent=2)
-        )
         for name, text in self.files.items():
-            (target / name).write_text(text)
+            write_atomically(target / name, text)
+        # Last: a resumed run that finds it finds the record whole.
+        write_atomically(
+            target / "provenance.json", json.dumps({"params": self.params, "tags": self.tags}, indent=2)
+        )
         return target
 
 

@@ -14,9 +14,9 @@ is retried with back-off instead.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -24,12 +24,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainlab import interrupts
 from trainlab.atomic import write_atomically
+from trainlab.tracking.store import open_store
 
 log = logging.getLogger(__name__)
 
-# The client methods that write; anything else (reads) passes straight through.
-WRITES = ("log_batch", "set_tag", "delete_tag", "set_terminated", "update_run", "log_artifact", "log_text")
+# The client methods that write to a run: kept in the spool while a server is away, retried while a
+# SQLite store is locked. Anything else (reads) passes straight through.
+WRITES = (
+    "log_batch",
+    "log_metric",
+    "set_tag",
+    "delete_tag",
+    "set_terminated",
+    "update_run",
+    "log_artifact",
+    "log_text",
+)
+# Writes that answer with something the caller needs (an id): retried while a SQLite store is locked, but
+# never spooled (a run cannot start without its id; the server was probed before).
+CREATES = ("create_run", "create_experiment", "set_experiment_tag", "restore_experiment")
 _ENTITIES = ("metrics", "params", "tags")
 
 
@@ -59,21 +74,14 @@ def _is_locked(err: Exception) -> bool:
     return "database is locked" in str(err) or "database table is locked" in str(err)
 
 
-@functools.cache
-def _mlflow_client(tracking_uri: str) -> Any:
-    """One MlflowClient per store and process: opening one costs ~0.2 s (the store's engine and schema
-    check), which a population job would pay once per member."""
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
 class ResilientClient:
     """An MlflowClient whose writes survive an unreachable server (spooled) or a busy SQLite file
     (retried)."""
 
-    def __init__(self, tracking_uri: str, spool_path: Path | None = None, attempts: int = 30) -> None:
-        self.client = _mlflow_client(tracking_uri)
+    # Each attempt on a SQLite store already waits up to MLflow's 20 s busy timeout for the lock.
+    def __init__(self, tracking_uri: str, spool_path: Path | None = None, attempts: int = 6) -> None:
+        self.client = open_store(tracking_uri)
+        self.tracking_uri = tracking_uri
         self.remote = tracking_uri.startswith(("http://", "https://"))
         self.spool_path = spool_path
         self.attempts = attempts
@@ -81,6 +89,8 @@ class ResilientClient:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.client, name)
+        if name in CREATES and not self.remote:
+            return lambda *args, **kwargs: self._with_retries(attribute, args, kwargs)
         if name not in WRITES:
             return attribute
         return lambda *args, **kwargs: self._write(name, attribute, args, kwargs)
@@ -119,21 +129,28 @@ class ResilientClient:
                 self.spool_path,
             )
             self._warned = True
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.spool_path, "a") as f:
-            f.write(_encode(name, args, kwargs) + "\n")
+        append_line(self.spool_path, _encode(name, args, kwargs))
+
+    def keep(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Spool the write `name(*args, **kwargs)` whatever the store: what `flush` sends later."""
+        append_line(self.spool_path, _encode(name, args, kwargs))
+
+    def reconnect(self) -> None:
+        """Drop the store's pooled database connections: the next write opens a fresh one (one left
+        holding a lock by an interrupted write would otherwise keep failing)."""
+        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()
 
     def pending(self) -> int:
         """How many writes wait in the spool."""
-        if self.spool_path is None or not self.spool_path.exists():
-            return 0
-        return sum(1 for line in self.spool_path.read_text().splitlines() if line.strip())
+        return len(spooled(self.spool_path)) if self.spool_path is not None else 0
 
     def flush(self) -> bool:
         """Send the spooled writes in order; keep whatever still fails. True when nothing is left."""
-        if not self.pending():
+        if self.spool_path is None or not self.spool_path.exists():
             return True
-        lines = [line for line in self.spool_path.read_text().splitlines() if line.strip()]
+        lines = spooled(self.spool_path)
         for sent, line in enumerate(lines):
             method, args, kwargs = _decode(line)
             try:
@@ -142,8 +159,62 @@ class ResilientClient:
                 write_atomically(self.spool_path, "".join(f"{rest}\n" for rest in lines[sent:]))
                 return False
         self.spool_path.unlink()
-        log.info("Sent %d spooled MLflow writes", len(lines))
+        if lines:
+            log.info("Sent %d spooled MLflow writes", len(lines))
         return True
+
+
+def store_spool_folder(tracking_uri: str) -> Path | None:
+    """Where runs on a SQLite store keep the writes that ending them could not make
+    (`<folder>/<run id>.jsonl`): beside the database, where the next trainlab command on the store finds
+    and sends them (trainlab.tracking.orphans). None for a server: its runs spool in their own folder."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).parent / "spool"
+
+
+def send_store_spools(tracking_uri: str) -> None:
+    """Send what ended runs kept in the store's spool folder."""
+    folder = store_spool_folder(tracking_uri)
+    for path in sorted(folder.glob("*.jsonl")) if folder is not None else []:
+        ResilientClient(tracking_uri, path).flush()
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a spool; a torn last line (a kill or a full disk mid-append) is ended first, so
+    that it stays the one line lost. A second Ctrl-C waits for the append (trainlab.interrupts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts.critical(), open(path, "ab+") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell():
+            file.seek(-1, os.SEEK_END)
+            ended = file.read(1) == b"\n"
+            file.seek(0, os.SEEK_END)
+            if not ended:
+                file.write(b"\n")
+        file.write(line.encode() + b"\n")
+
+
+def spooled(path: Path) -> list[str]:
+    """The writes kept in a spool file; a line that is not whole JSON (torn mid-append) is left out with a
+    warning: the write it held never completed."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    lines, torn = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        lines.append(line)
+    if torn:
+        log.warning("%s: %d torn line(s) left out (writes that never completed)", path, torn)
+    return lines
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,8 @@ before training and ends it as FINISHED, FAILED (with the reason as a tag) or KI
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab import interrupts
+from trainlab.atomic import write_atomically
 from trainlab.errors import UserError, check_choice, fail
 from trainlab.tracking.creation_lock import creation_lock
 from trainlab.tracking.provenance import Record
@@ -135,6 +139,8 @@ class Tracker:
     """No tracking: checkpoints and the console only (`logger=none`)."""
 
     run_id: str | None = None
+    run_dir: Path | None = None
+    experiment_id: str | None = None
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -162,25 +168,31 @@ class Tracker:
         """Keep the network as a servable model (and register it if `logger.register_model` is set)."""
 
     def end(self, status: str, reason: str | None = None) -> None:
-        """Mark the run FINISHED, FAILED or KILLED."""
+        """Mark the run FINISHED, FAILED or KILLED (never raises: see MlflowTracker.end)."""
 
     @contextmanager
-    def running(self, interrupted: Callable[[], bool] = lambda: False) -> Iterator[None]:
-        """End the run as FINISHED, KILLED (Ctrl-C, SIGTERM: `interrupted()` is true) or FAILED (any
-        other error, its reason kept as the tag `failure_reason`)."""
+    def run(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> Iterator[None]:
+        """Open the run and end it whatever happens inside, from its first write on: FINISHED; KILLED
+        after Ctrl-C, SIGTERM or a requeue; FAILED after any other error, its reason kept as the tag
+        `failure_reason` (`ending`)."""
         try:
+            self.start(config, config_yaml, info)
             yield
         except BaseException as err:
-            if isinstance(err, KeyboardInterrupt) or interrupted():  # Lightning turns it into SystemExit
-                self.end("KILLED", "interrupted (Ctrl-C or SIGTERM)")
-            elif isinstance(
-                err, SystemExit
-            ):  # preempted on a cluster and requeued (trainlab.cluster.requeue)
-                self.end("KILLED", "preempted: saved and requeued")
-            else:
-                self.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            self.end(*ending(err))
             raise
         self.end("FINISHED")
+
+
+def ending(err: BaseException) -> tuple[str, str]:
+    """(status, failure_reason) of a run that stopped with `err`."""
+    if isinstance(err, interrupts.Interrupted):
+        return "KILLED", f"interrupted ({err.name})"
+    if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
+        return "KILLED", "interrupted (KeyboardInterrupt)"  # Lightning turns one into sys.exit(1)
+    if isinstance(err, SystemExit):  # a requeue (trainlab.cluster.requeue.Preempted says so), an exit
+        return "KILLED", getattr(err, "reason", f"exited with status {err.code}")
+    return "FAILED", f"{type(err).__name__}: {err}"[:5000]
 
 
 class CsvTracker(Tracker):
@@ -230,23 +242,25 @@ class MlflowTracker(Tracker):
             # Fail in seconds, not after MLflow's default minutes of retries.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        with creation_lock(cfg.tracking_uri):  # opening the store creates (migrates) its tables
-            self.client = ResilientClient(cfg.tracking_uri)
+        self.client = ResilientClient(cfg.tracking_uri)
         self._logger = None
 
     def check(self) -> None:
+        """A server answers within seconds; then (any store) the runs whose process is gone are marked."""
         import requests
 
+        from trainlab.tracking.orphans import reap_orphans
+
         uri = self.cfg.tracking_uri
-        if not self.client.remote:
-            return
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
-        except requests.RequestException as err:
-            raise UserError(
-                f"logger.tracking_uri={uri}: no MLflow server answers ({type(err).__name__}); start it, "
-                "or unset MLFLOW_TRACKING_URI to log to the local SQLite store"
-            ) from None
+        if self.client.remote:
+            try:
+                requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+            except requests.RequestException as err:
+                raise UserError(
+                    f"logger.tracking_uri={uri}: no MLflow server answers ({type(err).__name__}); start "
+                    "it, or unset MLFLOW_TRACKING_URI to log to the local SQLite store"
+                ) from None
+        reap_orphans(uri)
 
     def _experiment_id(self) -> str:
         with creation_lock(self.cfg.tracking_uri):
@@ -272,19 +286,30 @@ class MlflowTracker(Tracker):
     def start(self, config: Mapping[str, Any], config_yaml: str, info: RunInfo) -> None:
         from mlflow.entities import Param, RunTag
 
+        from trainlab.tracking.orphans import HEARTBEATS, OWNER_TAG, owner
+
         if info.run_dir is not None:
             self.client.spool_path = info.run_dir / "mlflow_spool.jsonl"
+        self.run_dir = info.run_dir
         if info.resume_run_id:
             self.run_id = info.resume_run_id
             self.client.update_run(self.run_id, status="RUNNING")
-            self.client.set_tag(self.run_id, "resumed", "true")
-            if "failure_reason" in self.client.get_run(self.run_id).data.tags:  # the reason it stopped before
+            HEARTBEATS.add(self.client.client, self.run_id)
+            self.client.log_batch(self.run_id, tags=[RunTag("resumed", "true"), RunTag(OWNER_TAG, owner())])
+            resumed = self.client.get_run(self.run_id)
+            self.experiment_id = resumed.info.experiment_id
+            if "failure_reason" in resumed.data.tags:  # the reason it stopped before
                 self.client.delete_tag(self.run_id, "failure_reason")
             log.info("Resuming MLflow run %s", self.run_id)
             return
-        experiment_id = self._experiment_id()
-        run = self.client.create_run(experiment_id, run_name=self.cfg.run_name or info.name)
+        self.experiment_id = experiment_id = self._experiment_id()
+        # Its owner with its first write: a run whose process dies at any later point is found
+        # (trainlab.tracking.orphans).
+        run = self.client.create_run(
+            experiment_id, run_name=self.cfg.run_name or info.name, tags={OWNER_TAG: owner()}
+        )
         self.run_id = run.info.run_id
+        HEARTBEATS.add(self.client.client, self.run_id)
         uri = self.cfg.tracking_uri
         server = "" if self.client.remote else f" (after `mlflow ui --backend-store-uri {uri}`)"
         log.info("MLflow run %s: %s%s", self.run_id, runs_table_url(uri, experiment_id), server)
@@ -316,6 +341,10 @@ class MlflowTracker(Tracker):
 
             self._logger = RunOwnedMLFlowLogger(tracking_uri=self.cfg.tracking_uri, run_id=self.run_id)
             self._logger._mlflow_client = self.client  # its writes spool or retry too
+            # Opened already: Lightning would open it with mlflow.set_tracking_uri, which also sets
+            # $MLFLOW_TRACKING_URI for the whole process (the next run's config would read it as its own).
+            self._logger._experiment_id = self.experiment_id
+            self._logger._initialized = True
         return self._logger
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
@@ -339,19 +368,99 @@ class MlflowTracker(Tracker):
         log.info("MLflow model %s", uri)
 
     def end(self, status: str, reason: str | None = None) -> None:
-        if self.run_id is None:
-            return
-        if reason:
-            self.client.set_tag(self.run_id, "failure_reason", reason)
-        self.client.set_terminated(self.run_id, status)
-        if not self.client.flush():
-            log.warning(
-                "MLflow server still unreachable: %d writes of this run are kept in %s; send them later "
-                "with `python -m trainlab.tracking.spool %s`",
-                self.client.pending(),
-                self.client.spool_path,
-                self.client.spool_path,
-            )
+        """Mark the run; never raises (`end_run`)."""
+        if self.run_id is not None:
+            end_run(self.client, self.run_id, status, reason, self.run_dir)
+
+
+def end_run(
+    client: Any, run_id: str, status: str, reason: str | None = None, run_dir: Path | None = None
+) -> None:
+    """Mark the MLflow run FINISHED, FAILED or KILLED through `client` (a ResilientClient); never raises, so
+    that the run's own outcome (its exception, its result) stands. A write that fails is tried again on a
+    fresh connection, then kept: in the store's spool folder (a SQLite store: the next trainlab command
+    sends it) or the run's spool (a server), and in `run_dir`'s run.json; one line says so. A
+    KeyboardInterrupt met here stops the work at its next safe point (trainlab.interrupts), after this."""
+    from trainlab.tracking.orphans import HEARTBEATS
+
+    HEARTBEATS.remove(run_id)
+    writes = [("set_tag", (run_id, "failure_reason", reason))] if reason else []
+    writes.append(("set_terminated", (run_id, status)))
+    pending = None  # a KeyboardInterrupt that no safe point will see: raised once the run is ended
+    try:
+        _write_all(client, writes)
+        sent = _flush(client)
+    except BaseException as first:
+        if not isinstance(first, Exception) and not interrupts.request():
+            pending = first
+        try:
+            client.reconnect()
+            _write_all(client, writes)
+            sent = _flush(client)
+        except BaseException as err:
+            _keep_ending(client, run_id, writes, status, reason, run_dir, err)
+            sent = True  # said so
+    if pending is not None:
+        raise pending
+    if not sent:
+        log.warning(
+            "MLflow server still unreachable: %d writes of this run are kept in %s; send them later "
+            "with `python -m trainlab.tracking.spool %s`",
+            client.pending(),
+            client.spool_path,
+            client.spool_path,
+        )
+
+
+def _flush(client: Any) -> bool:
+    """Send what the run's spool still holds (a server that was away); whether nothing is left."""
+    try:
+        return client.flush()
+    except Exception:  # a spool that cannot even be read stays on disk as it is
+        return False
+
+
+def _write_all(client: Any, writes: list[tuple[str, tuple]]) -> None:
+    for name, args in writes:
+        getattr(client, name)(*args)
+
+
+def _keep_ending(
+    client: Any,
+    run_id: str,
+    writes: list[tuple[str, tuple]],
+    status: str,
+    reason: str | None,
+    run_dir: Path | None,
+    err: BaseException,
+) -> None:
+    """The run's end, where the next command (or `python -m trainlab.tracking.spool`) finds it."""
+    from trainlab.tracking.spool import store_spool_folder
+
+    folder = store_spool_folder(client.tracking_uri)
+    client.spool_path = folder / f"{run_id}.jsonl" if folder else client.spool_path
+    kept = []
+    with contextlib.suppress(OSError):
+        if client.spool_path is not None:
+            for name, args in writes:
+                client.keep(name, *args)
+            kept.append(str(client.spool_path))
+    if run_dir is not None:
+        with contextlib.suppress(OSError):
+            record = run_dir / "run.json"
+            found = json.loads(record.read_text()) if record.is_file() else {}
+            found["outcome"] = {"status": status, "failure_reason": reason}
+            write_atomically(record, json.dumps(found, indent=2))
+            kept.append(str(record))
+    log.warning(
+        "MLflow run %s could not be marked %s (%s); %s",
+        run_id,
+        status,
+        str(err).splitlines()[0][:200] if str(err) else type(err).__name__,
+        f"kept in {' and '.join(kept)}: the next trainlab command on the store sends it"
+        if kept
+        else "the next trainlab command on the store marks it KILLED",
+    )
 
 
 def log_points(logger: Any, points: list[tuple[str, float, int]]) -> None:

@@ -1,0 +1,10 @@
+"""Python imports this at start when tests/fault_hook/ is on PYTHONPATH: it installs the fault that
+$TRAINLAB_TEST_FAULT names (tests/faults.py) in a CLI process a test starts. Every process counts its
+own writes: run the command with one process (a sweep's trials in it: n_jobs=1)."""
+
+import os
+
+if os.environ.get("TRAINLAB_TEST_FAULT"):
+    from faults import Fault, Injector  # tests/ is on PYTHONPATH too (faults.subprocess_env)
+
+    Injector(Fault.parse(os.environ["TRAINLAB_TEST_FAULT"])).install()
