@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,6 +218,21 @@ def test_a_slurm_setting_sbatch_cannot_take_is_one_line_and_exit_2_before_anythi
     assert result.stderr.startswith(f"error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("multirun/*/.submitit"))
+
+
+@pytest.mark.skipif(
+    shutil.which("sbatch") is None, reason="needs SLURM's sbatch (.ci/services.sh installs it)"
+)
+def test_a_submission_sbatch_refuses_is_one_line_and_exit_2(run_cli, tmp_path):
+    """The real sbatch, on a machine whose SLURM it cannot reach (here: no readable slurm.conf): its own
+    reason in one line, not submitit's traceback, and no submission files left behind."""
+    env = {"SLURM_CONF": str(tmp_path / "missing.conf")}
+    result = run_cli("launcher=slurm", "trainer=cpu", env=env, check=False)
+    assert result.returncode == 2
+    refused = "error: launcher=slurm: sbatch refused the jobs: sbatch: fatal: Unable to process configuration"
+    assert result.stderr.strip().splitlines()[-1] == f"{refused} file"
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.glob("multirun/*/.submitit/*")] == []
 
 
 def test_slurm_sweep_submits_its_trials_as_one_array_job(fake_slurm, tmp_path, monkeypatch):

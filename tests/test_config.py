@@ -131,6 +131,12 @@ def test_every_option_of_every_group_composes_and_validates(compose, override, t
         (["data.download=null"], "data.download=None: must be true or false"),
         (["diagnostics.enabled=yes"], "diagnostics.enabled='yes': must be true or false"),
         (["logger.log_checkpoint=yes"], "logger.log_checkpoint='yes': must be true or false"),
+        (["optimizer=momentum", "optimizer.nesterov=abc"], "optimizer.nesterov='abc': must be true or false"),
+        (["tags=abc"], "tags='abc': must be names and values, e.g. +tags.study=mine"),
+        (
+            ["logger=[mlflow,tensorboard]", "logger.tensorboard.save_dir=null"],
+            "logger.tensorboard.save_dir=None: must be a folder",
+        ),
     ],
 )
 def test_invalid_values_raise_one_line_naming_the_key(compose, overrides, message):

@@ -110,6 +110,38 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_cli, tm
     assert run.data.metrics["test/acc"] == mlflow_runs(straight)[0].data.metrics["test/acc"]
 
 
+def metric_history(root: Path) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...]} of the project's one run."""
+    [run] = mlflow_runs(root)
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    keys = [k for k in run.data.metrics if k.startswith(("train/", "val/", "test/"))]
+    return {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys}
+
+
+def test_ctrl_c_at_an_epochs_last_batch_then_resume_ends_like_an_uninterrupted_run(run_cli, tmp_path):
+    """Ctrl-C during the last batch of epoch 0, then of epoch 1: each time the run stops after the next
+    epoch's first batch (Lightning resumes a checkpoint taken at an epoch's last batch in the next epoch,
+    that epoch's validation skipped: another best checkpoint, or an epoch trained twice), and it ends as
+    the run never stopped: the same weights, the same metrics at the same steps (the resumed epochs'
+    train/loss averaged over all their batches), the same test result."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for root in (straight, stopped):
+        write_mnist(root / "data", n_train=556, n_test=50)
+    at_steps = "+callbacks.extra=[{_target_: user_callbacks.signals.SignalAtSteps}]"
+    run = [*SLOW, "trainer.max_epochs=3", at_steps]
+    run_cli(*run, root=straight, env=USER_CODE)
+    for resume, (step, saved) in zip([[], ["ckpt_path=last"]], [(49, 51), (99, 101)], strict=True):
+        signalled = {**USER_CODE, "TRAINLAB_TEST_SIGNAL_STEPS": str(step)}
+        result = run_cli(*run, *resume, root=stopped, env=signalled, check=False)
+        assert result.returncode == 130, result.stderr[-3000:]
+        assert torch.load(last_checkpoint(stopped), weights_only=True)["global_step"] == saved
+    run_cli(*run, "ckpt_path=last", root=stopped, env=USER_CODE)
+
+    expected, resumed = final_state(straight), final_state(stopped)
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    assert metric_history(stopped) == metric_history(straight)
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_stops_at_the_batch_end_saved_and_marks_the_run_killed(run_cli, tmp_path, sig):
     write_mnist(tmp_path / "data", n_train=556, n_test=50)

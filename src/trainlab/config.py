@@ -31,6 +31,7 @@ RULES: tuple[Rule, ...] = (
     Rule("init.std", lambda v: is_number(v) and v >= 0, "a number >= 0", optional=True),
     Rule("init.distribution", lambda v: v in ("normal", "uniform"), "normal or uniform", optional=True),
     Rule("init.fan", lambda v: v in ("in", "avg"), "in or avg", optional=True),
+    Rule("optimizer.nesterov", lambda v: isinstance(v, bool), "true or false", optional=True),
     Rule("norm.eps", lambda v: is_number(v) and v > 0, "a number > 0", optional=True),
     Rule("callbacks.timer", lambda v: isinstance(v, bool), "true or false", optional=True),
     Rule(

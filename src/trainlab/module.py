@@ -94,9 +94,10 @@ class Classifier(L.LightningModule):
             last_hidden_activation(self.model).register_forward_hook(self._keep_activations)
         # The epoch's running sums on the device, float32 whatever the precision: per split [Σ loss·n,
         # Σ correct, Σ n], and "penalty" [Σ penalty, steps]. A few in-place adds a step, no sync with a
-        # GPU, ~50 µs a step less than torchmetrics' MeanMetric + MulticlassAccuracy. Like metric
-        # states, they are not part of checkpoints.
+        # GPU, ~50 µs a step less than torchmetrics' MeanMetric + MulticlassAccuracy. Checkpoints
+        # carry the training ones (save_epoch_sums): a resumed epoch's mean counts all its batches.
         self._epoch_sums: dict[str, torch.Tensor] = {}
+        self._epoch_lr = 0.0  # the rate of the epoch's last step so far (logged as train/lr)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -172,8 +173,9 @@ class Classifier(L.LightningModule):
 
     def _sums(self, name: str, size: int, device: torch.device) -> torch.Tensor:
         sums = self._epoch_sums.get(name)
-        if sums is None:
-            sums = self._epoch_sums[name] = torch.zeros(size, device=device)
+        if sums is None or sums.device != device:  # none yet, or restored from a checkpoint on the CPU
+            sums = torch.zeros(size, device=device) if sums is None else sums.to(device)
+            self._epoch_sums[name] = sums
         return sums
 
     def _epoch_total(self, name: str, size: int) -> torch.Tensor:
@@ -218,12 +220,29 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": lightning_config(self.scheduler_cfg, scheduler)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the RNG state so dropout draws after a resume match an uninterrupted run."""
+        """Keep the RNG state so dropout draws after a resume match an uninterrupted run, and the
+        epoch's running sums so that an epoch resumed mid-way logs the mean of all its batches."""
         checkpoint["rng_state"] = torch.get_rng_state()
+        save_epoch_sums(checkpoint, self._epoch_sums, self._epoch_lr)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
+        self._epoch_sums, self._epoch_lr = load_epoch_sums(checkpoint, self._epoch_lr)
+
+
+# The running sums a checkpoint taken mid-epoch carries (validation and test sums never span one).
+_SPANNING = ("train", "penalty")
+
+
+def save_epoch_sums(checkpoint: dict[str, Any], sums: dict[str, torch.Tensor], lr: Any) -> None:
+    checkpoint["epoch_sums"] = {k: v.detach().cpu() for k, v in sums.items() if k in _SPANNING}
+    checkpoint["epoch_lr"] = lr
+
+
+def load_epoch_sums(checkpoint: dict[str, Any], lr: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """The sums and learning rate of the epoch a checkpoint was taken in (none in older checkpoints)."""
+    return dict(checkpoint.get("epoch_sums", {})), checkpoint.get("epoch_lr", lr)
 
 
 def network_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:

@@ -20,3 +20,13 @@ class SignalAt(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
         if (trainer.current_epoch, args[-1]) == (self.epoch, self.batch):
             os.kill(os.getpid(), self.signal)
+
+
+class SignalAtSteps(Callback):
+    """Sends SIGINT as the batch after global step N starts, for each N in $TRAINLAB_TEST_SIGNAL_STEPS
+    (comma-separated): the overrides stay the same, so that `ckpt_path=last` resumes the stopped run."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        steps = os.environ.get("TRAINLAB_TEST_SIGNAL_STEPS", "")
+        if str(trainer.global_step) in steps.split(","):
+            os.kill(os.getpid(), signal.SIGINT)

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from trainlab.errors import Stop, UserError
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,29 @@ class SlurmLauncher(SubmititSlurmLauncher):
         for number, overrides in zip(numbers, job_overrides, strict=True):
             log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
         state = Singleton.get_state()
-        jobs = executor.map_array(
-            self,
-            [list(overrides) for overrides in job_overrides],
-            ["hydra.sweep.dir"] * len(job_overrides),
-            list(numbers),
-            [f"job_id_for_{number}" for number in numbers],
-            [state] * len(job_overrides),
-        )
+        try:
+            jobs = executor.map_array(
+                self,
+                [list(overrides) for overrides in job_overrides],
+                ["hydra.sweep.dir"] * len(job_overrides),
+                list(numbers),
+                [f"job_id_for_{number}" for number in numbers],
+                [state] * len(job_overrides),
+            )
+        except submitit.core.utils.FailedJobError as err:
+            # submitit moves a submission's files into the job's folder once sbatch takes it: left at the
+            # top, they are this refused submission's.
+            for leftover in (sweep_dir / ".submitit").glob("*.*"):
+                leftover.unlink(missing_ok=True)
+            raise Stop(UserError(f"launcher=slurm: sbatch refused the jobs: {_last_line(err)}")) from None
         return [_result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
+
+
+def _last_line(err: BaseException) -> str:
+    """sbatch's own reason (its last line: `sbatch: fatal: ...`, `sbatch: error: Batch job submission
+    failed: ...`), not submitit's wrapping."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _result(job: Any, overrides: Sequence[str]) -> JobReturn:

@@ -3,10 +3,10 @@ Hydra sweeps are kept from re-running each other.
 
 SLURM warns a job before it kills it (`#SBATCH --signal=USR1@90`); submitit asks for USR2 instead,
 Lightning's SLURMEnvironment listens for USR1. Both mean the same here: at the end of the current step
-every rank saves `checkpoints/last.ckpt`, the job is requeued (by submitit if it runs the job, else by
-`scontrol requeue`) and exits; SLURM restarts it (SLURM_RESTART_COUNT >= 1) in the same output folder
-(submitit keeps Hydra's sweep folder), where `requeued_checkpoint` finds that file, so the run goes on
-in its own folder and its own MLflow run.
+(`safe_point`) every rank saves `checkpoints/last.ckpt`, the job is requeued (by submitit if it runs the
+job, else by `scontrol requeue`) and exits; SLURM restarts it (SLURM_RESTART_COUNT >= 1) in the same
+output folder (submitit keeps Hydra's sweep folder), where `requeued_checkpoint` finds that file, so the
+run goes on in its own folder and its own MLflow run.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Preempted(SystemExit):
 
 
 class RequeueOnSignal(Callback):
-    """On SIGUSR1/SIGUSR2: save `checkpoint` at the end of the current step (on every rank at once, so
+    """On SIGUSR1/SIGUSR2: save `checkpoint` at the next `safe_point` (on every rank at once, so
     DDP's collective save cannot deadlock), requeue the job, and exit with `Preempted`.
 
     The signal only sets a flag: saving inside the handler would catch the optimiser mid-step. The flag is
@@ -69,8 +69,14 @@ class RequeueOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            self.save_and_requeue(trainer)
+        if safe_point(trainer) and trainer.strategy.reduce_boolean_decision(self.asked(), all=False):
+            self.stop(trainer)
+
+    def asked(self) -> bool:
+        return self.received is not None
+
+    def stop(self, trainer: Any) -> None:
+        self.save_and_requeue(trainer)
 
     def save_and_requeue(self, trainer: Any) -> None:
         """Save `checkpoint` (a collective call under DDP), requeue the job, exit with `Preempted`."""
@@ -81,6 +87,15 @@ class RequeueOnSignal(Callback):
         )
         code = requeue(self._previous.get(signum)) if trainer.is_global_zero else None
         raise Preempted(128 + signum if code is None else code)
+
+
+def safe_point(trainer: Any) -> bool:
+    """Whether a run may stop at this training batch end: not at an epoch's last batch (unless the epoch
+    has one), since Lightning resumes a checkpoint taken there in the next epoch without the validation and
+    epoch end it skipped (another best checkpoint; an epoch trained twice when it happens twice). The next
+    epoch's first batch end is the next safe point."""
+    epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return not epoch_ends or trainer.num_training_batches == 1
 
 
 def requeue(previous_handler: Any) -> int | str | None:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from trainlab.augment import build_augmentation
-from trainlab.module import Classifier, schedule_length
+from trainlab.module import Classifier, load_epoch_sums, save_epoch_sums, schedule_length
 from trainlab.population.optim import PopulationOptimizer, member_hypers, shared_flags
 from trainlab.population.schedules import MemberSchedule, member_schedules, rates
 from trainlab.population.stacked import StackedNetwork
@@ -104,7 +104,7 @@ class PopulationClassifier(L.LightningModule):
         n = torch.full_like(losses, labels.shape[-1])
         sums = torch.stack([losses.detach() * n, correct.to(losses.dtype), n], 1)
         previous = self._epoch_sums.get(split)
-        self._epoch_sums[split] = sums if previous is None else previous + sums
+        self._epoch_sums[split] = sums if previous is None else previous.to(sums.device) + sums
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if not self.members:  # every member failed earlier in this epoch: nothing left to train
@@ -159,7 +159,7 @@ class PopulationClassifier(L.LightningModule):
     def _accumulate_penalty(self, penalties: torch.Tensor) -> None:
         sums = torch.stack([penalties.detach(), torch.ones_like(penalties)], 1)
         previous = self._epoch_sums.get("penalty")
-        self._epoch_sums["penalty"] = sums if previous is None else previous + sums
+        self._epoch_sums["penalty"] = sums if previous is None else previous.to(sums.device) + sums
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if not self.members:
@@ -218,9 +218,11 @@ class PopulationClassifier(L.LightningModule):
         checkpoint["population_members"] = list(self.members)
         checkpoint["rng_state"] = torch.get_rng_state()
         checkpoint["member_schedules"] = {m: self.schedules[m].state_dict() for m in self.members}
+        save_epoch_sums(checkpoint, self._epoch_sums, self._epoch_lr)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Shrink to the members the checkpoint holds before Lightning loads their tensors."""
         self._select(checkpoint["population_members"])
         torch.set_rng_state(checkpoint["rng_state"])
         self._schedule_states = checkpoint.get("member_schedules", {})  # applied when the schedules are built
+        self._epoch_sums, self._epoch_lr = load_epoch_sums(checkpoint, self._epoch_lr)

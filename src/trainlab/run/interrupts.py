@@ -17,9 +17,10 @@ RESUME = "the run is saved (MLflow run KILLED); the same command with ckpt_path=
 
 
 class StopOnSignal(RequeueOnSignal):
-    """At each training batch end, on every rank at once (a signal may reach one process only): a SLURM
-    warning signal saves, requeues and exits (RequeueOnSignal); Ctrl-C or SIGTERM saves `checkpoint` and
-    raises `Interrupted`. In the final test, Ctrl-C stops at the next test batch."""
+    """At a training batch end (trainlab.cluster.requeue.safe_point), on every rank at once (a signal may
+    reach one process only): a SLURM warning signal saves, requeues and exits (RequeueOnSignal); Ctrl-C or
+    SIGTERM saves `checkpoint` and raises `Interrupted`. In the final test, Ctrl-C stops at the next test
+    batch."""
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         interrupts.take_over()  # from Lightning's own SIGTERM handler, put in as `fit` started
@@ -27,12 +28,10 @@ class StopOnSignal(RequeueOnSignal):
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         interrupts.take_over()
 
-    def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        asked = self.received is not None or interrupts.received() is not None
-        if not trainer.strategy.reduce_boolean_decision(asked, all=False):
-            return
+    def asked(self) -> bool:
+        return self.received is not None or interrupts.received() is not None
+
+    def stop(self, trainer: Any) -> None:
         if self.received is not None:
             self.save_and_requeue(trainer)
         trainer.save_checkpoint(self.checkpoint)

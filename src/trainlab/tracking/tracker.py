@@ -74,6 +74,8 @@ def run_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
     else is a mistake (`tags.round=2`: quote it, `+tags.round='2'`)."""
     found: dict[str, str] = {}
     plain = OmegaConf.to_container(tags, resolve=True) if OmegaConf.is_config(tags) else tags
+    if plain is not None and not isinstance(plain, Mapping):
+        raise fail("tags", plain, "names and values, e.g. +tags.study=mine")
     for key, value in (plain or {}).items():
         items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
         if isinstance(value, str):
@@ -494,6 +496,8 @@ def check_tensorboard(cfg: DictConfig) -> None:
     after the data loads."""
     from importlib.util import find_spec
 
+    if not (isinstance(cfg.get("save_dir"), str) and cfg.save_dir.strip()):
+        raise fail("logger.tensorboard.save_dir", cfg.get("save_dir"), "a folder (its event files go there)")
     if find_spec("tensorboard") is None and find_spec("tensorboardX") is None:
         raise UserError(
             "logger=[…,tensorboard] needs the tensorboard package: pip install -e '.[tensorboard]'"
