@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
-from trainlab.errors import Stop, UserError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         import submitit
 
         from trainlab.cluster.container import from_config  # here: Hydra imports this module at every start
+        from trainlab.errors import Stop, UserError
 
         assert self.config is not None
         settings = dict(self.params)
