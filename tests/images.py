@@ -80,6 +80,8 @@ def build(tag: str, context: Path, *options: str) -> str:
         cmd += [arg for mount in mounts for arg in ("-v", mount)]
         with building():
             result = subprocess.run([*cmd, str(context)], capture_output=True, text=True, timeout=1200)
+            # The build before this one lost its tag: its ~7 GB of layers go (the cache keeps what is shared).
+            subprocess.run(["podman", "image", "prune", "-f"], capture_output=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tag
 
@@ -126,10 +128,10 @@ def charliecloud_directory(image: str) -> str:
     with building():
         if not (target / "ch").is_dir():
             CHARLIECLOUD_DIR.mkdir(parents=True, exist_ok=True)
-            # Conversions of images that no longer exist (an earlier build of the code) go: ~7 GB each.
-            current = {
-                line[:12] for line in podman("images", "-q", "--no-trunc").replace("sha256:", "").split()
-            }
+            # Conversions of earlier builds (images without a tag now) go: ~7 GB each, and every code
+            # change makes a new image: a machine that ran the suite after six changes had its disk full.
+            tagged = podman("images", "-q", "--no-trunc", "--filter", "dangling=false")
+            current = {line[:12] for line in tagged.replace("sha256:", "").split()}
             for old in CHARLIECLOUD_DIR.iterdir():
                 if old.name not in current:
                     shutil.rmtree(old, ignore_errors=True)
