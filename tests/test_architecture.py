@@ -26,13 +26,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "trainlab.diagnostics",
         "trainlab.module",
         "trainlab.preflight",
+        "trainlab.claims",
         "trainlab.config",
     ),
     ("trainlab.cluster",),  # SLURM, requeue, the compose stack's services
     ("trainlab.run",),  # one training run
     ("trainlab.population",),  # K runs at once
     ("trainlab.repeats",),  # a group of repeats and folds, with its statistics
-    ("trainlab.figures", "trainlab.evaluate", "trainlab.cli", "trainlab.api", "trainlab"),  # what users call
+    # what users call
+    ("trainlab.figures", "trainlab.evaluate", "trainlab.studies", "trainlab.cli", "trainlab.api", "trainlab"),
 )
 
 

@@ -1,6 +1,7 @@
 """The fault-injection harness (after SQLite's I/O-error tests, which make each I/O call fail in turn, and
-FoundationDB's simulation): five short scenarios — a single run, a population of 3, `repeats=3`, an
-`eval.py`, a 3-trial Optuna sweep — run as the CLI runs them, in this process. A first pass counts their
+FoundationDB's simulation): six short scenarios — a single run, a population of 3, `repeats=3`, an
+`eval.py`, a 3-trial Optuna sweep, a study of a user's experiment — run as the CLI runs them, in this
+process. A first pass counts their
 write points (every MLflow and Optuna write, every file written whole, every checkpoint: tests/faults.py),
 each named by the line of trainlab's code that makes it; then, at the first and the last write of each
 point in turn, the harness injects a KeyboardInterrupt, a Ctrl-C (SIGINT delivered during the write), a
@@ -77,6 +78,13 @@ SCENARIOS = {
     ),
     "3-trial sweep": Scenario(
         "train.py", ("-m", *QUICK, "hparams_search=lr", "hydra.sweeper.n_trials=3"), shares="population of 3"
+    ),
+    # A user's experiment with claims (tests/user_study): its two variants' groups as one population, the
+    # claims judged, the report written and logged. The same command continues it.
+    "study": Scenario(
+        "study.py",
+        (f"--config-dir={REPO / 'tests' / 'user_study'}", "experiment=two_rates", "repeats=2", *QUICK),
+        shares="repeats=3",
     ),
 }
 

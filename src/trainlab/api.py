@@ -7,6 +7,7 @@ read back as DataFrames.
     trainlab.results(experiment="optimizers")                      # runs with params and final metrics
     trainlab.curves(runs, "curve/test/acc")                        # learning curves, one row per point
     figure, table = trainlab.report("optimizers")                  # the exercise's figure and table
+    trainlab.study("experiment=optimizers,batch_norm", "repeats=5")  # claims judged over seeds
 
 Each call composes the config with Hydra exactly as the CLI does (same `conf/`, same overrides, same
 validation, same MLflow store and checkpoints) and runs Hydra's own run or multirun, so several runs
@@ -19,15 +20,13 @@ Nothing calls `os._exit`, and Hydra's global state is cleared after each call.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "conf"
+from trainlab.cli.session import ROOT, compose_config, hydra_session
+
 # conf/hydra/default.yaml names sweep folders so; `sweep` names its own the same way.
 SWEEP_FOLDER = "%Y-%m-%d_%H-%M-%S_%f"
 
@@ -41,46 +40,6 @@ class Run:
     value: Any
 
 
-@contextmanager
-def _hydra(overrides: Sequence[str] = ()) -> Iterator[Any]:
-    """Hydra set up on trainlab's `conf/` for one call with `overrides` (an unknown group option raised
-    as the CLI's line), and nothing of it left behind afterwards."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
-
-    from trainlab import interrupts
-    from trainlab.cli.options import unknown_option
-    from trainlab.errors import ConfigError, Stop, UserError
-
-    if (error := unknown_option(list(overrides), CONF)) is not None:
-        raise ConfigError(error)
-
-    os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
-    import trainlab.cluster.launcher  # noqa: F401  (registers ${slurm_gpus:…}, as src/train.py does)
-
-    try:
-        with (
-            initialize_config_dir(str(CONF), version_base="1.3", job_name="train"),
-            interrupts.kernel_safe(),
-            interrupts.cooperative(),
-        ):
-            yield GlobalHydra.instance().hydra
-    except HydraException as err:  # an unknown group option, a bad key: Hydra's first line says which
-        raise UserError(str(err).strip().splitlines()[0]) from None
-    except Stop as stop:  # what the CLI prints as one line: a mistake, a sweep that stopped
-        raise stop.error from None
-    except interrupts.Interrupted as stop:  # the stop button: the run is saved and KILLED
-        raise KeyboardInterrupt(str(stop)) from None
-    except SystemExit as stop:
-        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's way out of one: sys.exit(1)
-            raise KeyboardInterrupt("interrupted: the run is KILLED in MLflow") from None
-        raise
-    finally:
-        HydraConfig.instance().cfg = None
-
-
 def train(*overrides: str) -> Run:
     """Train one model: `train("optimizer=adam", "norm=layer")` is `python src/train.py optimizer=adam
     norm=layer`. Returns the run's MLflow id, output folder and optimised metric's best value."""
@@ -88,7 +47,7 @@ def train(*overrides: str) -> Run:
 
     from trainlab.cli.main import run_job
 
-    with _hydra(overrides) as hydra:
+    with hydra_session(overrides) as hydra:
         job = hydra.run("train", run_job, list(overrides))
     output_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
     record = output_dir / "run.json"
@@ -96,9 +55,10 @@ def train(*overrides: str) -> Run:
     return Run(run_id, output_dir, job.return_value)
 
 
-def sweep(*overrides: str) -> Any:
-    """Run a sweep: `sweep("experiment=optimizers")` is `python src/train.py -m experiment=optimizers`.
-    Returns its runs as `results` gives them (one row per run, in job order)."""
+def sweep(*overrides: str, config_dir: str | Path | None = None) -> Any:
+    """Run a sweep: `sweep("experiment=optimizers")` is `python src/train.py -m experiment=optimizers`
+    (`config_dir`: `--config-dir`, your own configs). Returns its runs as `results` gives them (one row
+    per run, in job order)."""
     from trainlab.cli.main import run_job
 
     overrides = [*overrides, "hydra.mode=MULTIRUN"]  # what the CLI's -m adds
@@ -106,23 +66,10 @@ def sweep(*overrides: str) -> Any:
         # A folder named here, so that its runs can be found again by their `sweep_dir` tag.
         folder = datetime.now().strftime(SWEEP_FOLDER)
         overrides.append(f"hydra.sweep.dir=${{paths.root_dir}}/multirun/{folder}")
-    with _hydra(overrides) as hydra:
+    with hydra_session(overrides, config_dir) as hydra:
         hydra.multirun("train", run_job, overrides)
-        cfg = _compose(overrides, hydra)
+        cfg = compose_config(overrides, hydra)
     return _results(cfg, Path(cfg.hydra.sweep.dir).name)
-
-
-def _compose(overrides: list[str], hydra: Any) -> Any:
-    """The config as the CLI composes it (sweep values left to the sweeper under `hydra.mode=MULTIRUN`)."""
-    from hydra.types import RunMode
-
-    multirun = "hydra.mode=MULTIRUN" in overrides
-    return hydra.compose_config(
-        "train",
-        overrides,
-        run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
-        with_log_configuration=False,
-    )
 
 
 def results(*overrides: str, experiment: str | None = None, sweep: str | None = None) -> Any:
@@ -133,8 +80,8 @@ def results(*overrides: str, experiment: str | None = None, sweep: str | None = 
     the experiment that `overrides` would log to (`logger.experiment_name`, default `trainlab`).
     `sweep` keeps the runs of one sweep folder (the name under multirun/)."""
     overrides = [f"experiment={experiment}", *overrides] if experiment else list(overrides)
-    with _hydra(overrides) as hydra:
-        cfg = _compose(overrides, hydra)
+    with hydra_session(overrides) as hydra:
+        cfg = compose_config(overrides, hydra)
     return _results(cfg, sweep)
 
 
@@ -174,8 +121,8 @@ def curves(runs: Any, *metrics: str, tracking_uri: str | None = None) -> Any:
     from trainlab.tracking.store import open_store
 
     if tracking_uri is None:
-        with _hydra() as hydra:
-            tracking_uri = _compose([], hydra).logger.tracking_uri
+        with hydra_session() as hydra:
+            tracking_uri = compose_config([], hydra).logger.tracking_uri
     client = open_store(tracking_uri)
     if hasattr(runs, "columns"):
         ids = list(runs["run_id"])
@@ -211,6 +158,18 @@ def report(experiment: str, *overrides: str, sweep: str | None = None, kind: str
     drawn = draw(experiment, sweep, kind, list(overrides))
     _show_figures_inline()
     return drawn.figure, pd.DataFrame(drawn.rows)
+
+
+def study(*overrides: str, config_dir: str | Path | None = None, train_missing: bool = True) -> Any:
+    """A study, as `python src/study.py <overrides>` runs it: `study("experiment=optimizers,batch_norm",
+    "repeats=5")` trains what is missing, judges every claim and returns the report (a `StudyReport`:
+    Jupyter shows its figures and claims tables; `.table` is a DataFrame). `config_dir`: your own configs."""
+    from trainlab.studies.run import run_study
+
+    os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
+    found = run_study(overrides, config_dir, train_missing)
+    _show_figures_inline()
+    return found
 
 
 def _show_figures_inline() -> None:

@@ -153,6 +153,7 @@ def validate(cfg: DictConfig, build: bool = True) -> None:
 
     # Checks against the code that builds each group (imported here: they pull in torch).
     from trainlab.augment import check_augment
+    from trainlab.claims import read_claims
     from trainlab.data import check_data
     from trainlab.diagnostics import check_diagnostics
     from trainlab.init import check_init
@@ -175,6 +176,7 @@ def validate(cfg: DictConfig, build: bool = True) -> None:
     check_scheduler(cfg.scheduler, cfg.optimizer)
     check_callbacks(cfg.callbacks)
     check_metrics(cfg)
+    read_claims(cfg)
     check_logger(cfg.logger, _logger_choice())
     run_tags(cfg.get("tags"))
     check_diagnostics(cfg.diagnostics)

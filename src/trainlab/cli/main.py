@@ -16,15 +16,17 @@ T = TypeVar("T")
 
 
 def run_job(cfg: DictConfig) -> float | list[float | None] | list[dict] | None:
-    """`train`, `train_population` for a job given `population` (K trials at once), or `train_group` for
-    `repeats`/`data.folds` (one parent run, the mean returned); errors raised (trainlab.api calls this as
-    Hydra's task function, so that a notebook gets exceptions)."""
+    """`train`, `train_population` for a job given `population` (K trials at once; `train_groups` when
+    each is a group), or `train_group` for `repeats`/`data.folds` (one parent run, the mean returned);
+    errors raised (trainlab.api calls this as Hydra's task function, so that a notebook gets exceptions)."""
+    from trainlab.repeats.group import is_group, train_group, train_groups
+
     if cfg.get("population"):
+        if is_group(cfg):  # K variants, each with its repeats: all their runs in one population
+            return train_groups(cfg)
         from trainlab.population.run import train_population
 
         return train_population(cfg)
-    from trainlab.repeats.group import is_group, train_group
-
     if is_group(cfg):
         return train_group(cfg)
     from trainlab.run.training import train

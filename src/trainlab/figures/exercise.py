@@ -324,17 +324,6 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def _summary_run(client: Any, sweep: Sweep) -> str:
-    """The run that holds a sweep's figures: reused when the report is drawn again."""
-    experiment_id = sweep.variants[0].run.info.experiment_id
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = '{sweep.name}'")
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"report {sweep.name}", tags={SUMMARY_TAG: sweep.name})
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
-
-
 def compose(experiment: str, overrides: list[str]) -> DictConfig:
     """The exercise's config as `src/train.py` would compose it (for its tracking URI and report)."""
     from hydra import compose as hydra_compose
@@ -343,7 +332,8 @@ def compose(experiment: str, overrides: list[str]) -> DictConfig:
 
     conf = Path(__file__).resolve().parents[3] / "conf"  # src/trainlab/figures/ → the repository
     known = sorted(path.stem for path in (conf / "experiment").glob("*.yaml"))
-    if experiment not in known:
+    own = any(o.startswith("hydra.searchpath") for o in overrides)  # a user's folder: Hydra says what is not
+    if experiment not in known and not own:
         raise UserError(f"experiment={experiment}: must be one of {', '.join(known)}")
     try:
         with initialize_config_dir(str(conf), version_base="1.3"):
@@ -366,13 +356,16 @@ def report(
     sweep: str | None = None,
     kind: str = "accuracy",
     overrides: list[str] = (),
+    show: bool = True,
 ) -> Report:
     """Draw `kind` for a sweep of `experiment`, save it in the sweep folder, log it on the summary run,
-    print the results table."""
+    print the results table (unless not to `show` it)."""
     if kind not in KINDS:
         raise UserError(f"kind={kind}: must be one of {', '.join(sorted(KINDS))}")
     cfg = compose(experiment, list(overrides))
     from trainlab.tracking.orphans import store_without_orphans
+    from trainlab.tracking.spool import ResilientClient
+    from trainlab.tracking.tracker import summary_run
 
     uri = cfg.logger.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -391,10 +384,13 @@ def report(
     rows = results_rows(drawn)
     table = results_table(rows)
     write_atomically(folder / f"{experiment}_results.txt", table + "\n")
-    summary = _summary_run(client, drawn)
-    client.log_artifact(summary, str(png))
-    client.log_artifact(summary, str(folder / f"{experiment}_results.txt"))
-    print(f"{cfg.report.title}\nsweep {name}: {len(parents)} runs\n\n{table}\n\nfigure: {png}")
+    experiment_id = drawn.variants[0].run.info.experiment_id
+    summary = summary_run(uri, experiment_id, f"report {name}", SUMMARY_TAG, name)
+    writer = ResilientClient(uri)  # its writes wait out a locked store
+    writer.log_artifact(summary, str(png))
+    writer.log_artifact(summary, str(folder / f"{experiment}_results.txt"))
+    if show:
+        print(f"{cfg.report.title}\nsweep {name}: {len(parents)} runs\n\n{table}\n\nfigure: {png}")
     return Report(figure, png, rows)
 
 

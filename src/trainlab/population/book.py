@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from trainlab import interrupts
 from trainlab.atomic import write_atomically
 from trainlab.run.interrupts import RESUME
+from trainlab.tracking.pending import Pending
 from trainlab.tracking.provenance import Record
 from trainlab.tracking.tracker import RunInfo, Tracker, ending
 
@@ -149,6 +150,7 @@ class MemberBook(Callback):
     ) -> None:
         self.members = members
         self.trial = trial
+        self.pending = Pending()  # the members' epoch metrics, sent every few seconds
         self.monitor, self.mode, self.objective = monitor, mode, objective
         # One Patience per member when callbacks.early_stopping is on (its numbers are shared).
         self.patience = (
@@ -177,7 +179,11 @@ class MemberBook(Callback):
                 error="Diverged",
             )
 
+    def _logger(self, index: int | None) -> Any:
+        return self.members[index].tracker.lightning_logger
+
     def _end(self, member: Member, state: str, reason: str | None = None, error: str | None = None) -> None:
+        self.pending.flush(self._logger, force=True, key=self.members.index(member))
         member.state, member.reason, member.error = state, reason, error
         status = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAIL: "FAILED"}[state]
         member.tracker.end(status, f"{error}: {reason}" if error else reason)
@@ -191,9 +197,9 @@ class MemberBook(Callback):
             member = self.members[index]
             metrics = {key: float(value[row]) for key, value in values.items()}
             member.metrics.update(metrics)
-            logger = member.tracker.lightning_logger
-            if logger:
-                logger.log_metrics({**metrics, "epoch": float(epoch)}, step)
+            self.pending.add(
+                index, [*((k, v, step) for k, v in metrics.items()), ("epoch", float(epoch), step)]
+            )
             member.step = step
             member.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             checkpoint = io.BytesIO()
@@ -227,6 +233,13 @@ class MemberBook(Callback):
         module.step_plateaus(epoch, {m: self.members[m].metrics for m in module.members})
         if not module.members:
             trainer.should_stop = True
+        self.pending.flush(self._logger)
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        self.pending.flush(self._logger, force=True)
+
+    def on_exception(self, trainer: L.Trainer, module: Any, exception: BaseException) -> None:
+        self.pending.flush(self._logger, force=True)  # before the members' runs end
 
     def _report_mean(self, values: dict[str, torch.Tensor], module: Any, epoch: int) -> list[int]:
         """The group's trial told the members' mean objective; the members it prunes (all or none)."""
@@ -261,6 +274,7 @@ class MemberBook(Callback):
                 for m in self.members
             ],
             "patience": [vars(p) for p in self.patience] if self.patience else None,
+            "pending": self.pending.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -275,6 +289,7 @@ class MemberBook(Callback):
             member.stopped_early = saved.get("stopped_early")
         if self.patience and state.get("patience"):
             self.patience = [Patience(**saved) for saved in state["patience"]]
+        self.pending.load_state_dict(state.get("pending", {}))  # sent with the next points
 
 
 def members_of(

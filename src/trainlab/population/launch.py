@@ -1,7 +1,9 @@
 """Sweeps in populations: the jobs a sweeper would launch one by one are grouped into populations of at
 most K trials that may share a network (`trainlab.population.members`), each launched as ONE job through
 the configured launcher (a local process, a joblib worker, a SLURM array task), and each population's
-result is handed back as one JobReturn per trial, so the sweeper sees what it would have seen.
+result is handed back as one JobReturn per trial, so the sweeper sees what it would have seen. A grid
+sweep's trials with `repeats` are groups: a population of them trains every run of each
+(trainlab.repeats.group.train_groups).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ class PopulationLauncher:
         without_trial = [[o for o in job if _trial_id(o) is None] for job in jobs]
         groups: dict[str, list[list[int]]] = {}
         for index, (cfg, hydra_overrides) in enumerate(compose_each(without_trial, self._compose)):
-            if unsupported(cfg) is None:
+            # Groups of repeats join a population in a grid sweep; an Optuna trial's trains in its own job.
+            grid = all(_trial_id(o) is None for o in jobs[index])
+            if unsupported(cfg, groups=grid) is None:
                 signature = repr((sorted(shared_part(cfg).items()), hydra_overrides))
             else:
                 signature = f"alone:{index}"

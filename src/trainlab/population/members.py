@@ -79,15 +79,19 @@ def shared_part(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in _flat(plain).items() if not _varies(key)}
 
 
-def unsupported(config: DictConfig) -> str | None:
-    """Why `config` cannot train in a population, or None."""
+def unsupported(config: DictConfig, groups: bool = False) -> str | None:
+    """Why `config` cannot train in a population, or None. `groups`: a group of repeats or folds may join
+    one, all its runs members (a grid sweep's variants: trainlab.repeats.group.train_groups)."""
     if OmegaConf.is_list(config.get("optimized_metric")):
         return (
             "optimized_metric is a list: a population scores its members on one metric; run as single trials"
         )
     folds = OmegaConf.select(config, "data.folds", default=None)
-    if (config.get("repeats") or 1) > 1 or (folds is not None and config.data.get("fold") is None):
+    group = (config.get("repeats") or 1) > 1 or (folds is not None and config.data.get("fold") is None)
+    if group and not groups:
         return "repeats or data.folds: each trial trains its group of runs (as a population) in its own job"
+    if group and config.data.name == "custom":
+        return "data=custom: a group's runs share your DataModule's batches; each group trains in its own job"
     strategy = OmegaConf.select(config, "trainer.strategy", default=None)
     if isinstance(strategy, str) and "ddp" in strategy:
         return f"trainer.strategy={strategy}: a population trains on one device; run the trials alone"

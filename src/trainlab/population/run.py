@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MEMBERS_RECORD = "population.json"
 
 
-def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str], dict[str, str]]:
+def compose_member(overrides: list[str]) -> tuple[DictConfig, dict[str, str], dict[str, str]]:
     """The run config `python src/train.py <overrides>` composes, and its config-group choices (for
     `compose_each`, which tells groups by them, and for the member's record)."""
     from hydra import compose
@@ -94,7 +94,7 @@ def _train_population(job_cfg: DictConfig, group: Job | None) -> list[dict[str, 
     output_dir, overrides, tags, _ = group or job_context()
     common = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith("population=")]
     # Each member's run config as `python src/train.py <common> <its overrides>` composes it.
-    composed = compose_each([[*common, *spec.overrides] for spec in specs], _compose)
+    composed = compose_each([[*common, *spec.overrides] for spec in specs], compose_member)
     configs = [cfg for cfg, _ in composed]
     for index, cfg in enumerate(configs):
         validate(cfg, build=index == 0)

@@ -1,9 +1,9 @@
 """Learning curves at a finer grain than the epoch: train and test accuracy and loss every N steps.
 
 The report's figures 1–9 plot accuracy against iterations, so per-epoch metrics are too coarse (one
-epoch of the MNIST subset is 36 iterations, of full MNIST 600). The points are buffered and sent with
-`trainlab.tracking.tracker.log_points` once per epoch and at the end of fit: MLflow's ~10 ms per call is paid
-per epoch, not per point.
+epoch of the MNIST subset is 36 iterations, of full MNIST 600). The points are held and sent together
+(trainlab.tracking.pending) every few seconds at an epoch's end, at the end of fit and when the run stops:
+MLflow's ~10 ms per call is paid a few times a minute, not per point or per epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from trainlab.tracking.tracker import log_points
+from trainlab.tracking.pending import Pending
 
 
 class Curves(Callback):
@@ -41,8 +41,8 @@ class Curves(Callback):
         self.every_n_epochs = every_n_epochs
         self.max_images = max_images
         self.member_loggers = member_loggers or {}
-        # Points by member id (None: the run's own model), sent at the epoch's end.
-        self.points: dict[int | None, list[tuple[str, float, int]]] = {}
+        # Points by member id (None: the run's own model), sent every few seconds at an epoch's end.
+        self.pending = Pending()
         self._last_step = -1
 
     @torch.no_grad()
@@ -78,14 +78,14 @@ class Curves(Callback):
                     (f"curve/{split}/loss", loss[row].item() / n, step),
                 ]
         for member, member_points in zip(members, points, strict=True):
-            self.points.setdefault(member, []).extend(member_points)
+            self.pending.add(member, member_points)
         module.train(was_training)
 
-    def _flush(self, trainer: L.Trainer) -> None:
+    def _flush(self, trainer: L.Trainer, force: bool = True) -> None:
         if trainer.is_global_zero:
-            for member, points in self.points.items():
-                log_points(trainer.logger if member is None else self.member_loggers[member], points)
-        self.points = {}
+            self.pending.flush(lambda m: trainer.logger if m is None else self.member_loggers[m], force)
+        else:
+            self.pending.points = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:
@@ -98,10 +98,21 @@ class Curves(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._evaluate(trainer, pl_module)
-        self._flush(trainer)
+        self._flush(trainer, force=False)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._flush(trainer)  # a stopped run keeps its points
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.pending.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending.load_state_dict(state)
 
 
 def learning_rates(trainer: L.Trainer, members: int) -> list[float]:

@@ -414,6 +414,22 @@ def end_run(
         )
 
 
+def summary_run(tracking_uri: str, experiment_id: str, name: str, tag: str, value: str) -> str:
+    """The run that holds what is drawn from other runs (a report's figures, a study's tables), found again
+    by its `tag`; ended FINISHED as soon as it is made (`end_run` never raises), and owned by this process
+    meanwhile, so that an interrupted report leaves no run RUNNING (the next command reaps it)."""
+    from trainlab.tracking.orphans import OWNER_TAG, owner
+    from trainlab.tracking.spool import ResilientClient
+
+    client = ResilientClient(tracking_uri)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'")
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={tag: value, OWNER_TAG: owner()})
+    end_run(client, run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def _flush(client: Any) -> bool:
     """Send what the run's spool still holds (a server that was away); whether nothing is left."""
     try:
