@@ -66,6 +66,7 @@ def test_an_interrupt_marks_the_run_killed_keeps_its_checkpoint_and_the_process_
     epoch 1's third batch, and the run stops at that batch's end, its state saved there."""
     monkeypatch.syspath_prepend(str(REPO / "tests"))
     stop = "+callbacks.extra=[{_target_: user_callbacks.signals.SignalAt, epoch: 1, batch: 2}]"
+    own = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="interrupted by SIGINT: the run is saved"):
         trainlab.train(*TINY, "trainer.max_epochs=1000", "data.batch_size=40", stop)
     (run,) = mlflow_runs(root)
@@ -73,7 +74,7 @@ def test_an_interrupt_marks_the_run_killed_keeps_its_checkpoint_and_the_process_
     [last] = (root / "outputs").rglob("last.ckpt")
     state = torch.load(last, weights_only=True)
     assert (state["epoch"], state["global_step"]) == (1, 5 + 3)  # 200 images: 5 batches an epoch
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the process's own handler back
+    assert signal.getsignal(signal.SIGINT) is own  # the process's own handler back
     assert hydra_is_clear()
     again = trainlab.train(*TINY)  # and the next run in the same process works
     assert {r.info.status for r in mlflow_runs(root) if r.info.run_id == again.run_id} == {"FINISHED"}

@@ -23,6 +23,7 @@ import json
 import random
 import runpy
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def cli(script: str, root: Path, args: tuple[str, ...]) -> tuple[int, str]:
         *(a for a in args if a not in flags),
     ]
     printed = io.StringIO()
-    saved = sys.argv
+    saved, handler = sys.argv, signal.getsignal(signal.SIGINT)
     try:
         sys.argv = argv
         with contextlib.redirect_stderr(printed):
@@ -114,6 +115,9 @@ def cli(script: str, root: Path, args: tuple[str, ...]) -> tuple[int, str]:
             code = exit_status(runpy.run_path(argv[0], run_name=Path(script).stem)["main"])
     finally:
         sys.argv = saved
+        # Each command is a process of its own: Lightning's way out of a KeyboardInterrupt (SIGINT
+        # ignored from then on) must not outlive it into the next command, or the next test.
+        signal.signal(signal.SIGINT, handler)
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
     return code, printed.getvalue()

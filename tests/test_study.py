@@ -60,8 +60,9 @@ def test_holm_hedges_and_the_one_sample_test_follow_their_definitions():
 
 
 def test_a_users_own_claims_are_judged_over_seeds_and_reported_and_the_same_command_reuses_them(
-    own_conf, tmp_path
+    own_conf, tmp_path, monkeypatch
 ):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the API call below reads this test's store
     args = ("experiment=mine", "repeats=4", f"--config-dir={own_conf}", "name=mine")
     first = study(tmp_path, *args)
     assert "study mine: 1 experiments, 8 runs, 0 done" in first.stdout
