@@ -14,10 +14,9 @@ of its arguments unless `name=` gives one.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.claims import Claim, matches, read_claims, select
 from trainlab.errors import ConfigError, UserError, fail
-
-log = logging.getLogger(__name__)
 
 REPEATS = 5  # a study's repeats unless the command says otherwise
 STUDY_KEYS = ("experiment", "name")
@@ -52,7 +49,6 @@ class Study:
     common: list[str]  # the command's overrides that every experiment shares
     plans: list[Plan]
     config_dir: Path | None = None  # the user's own configs (`--config-dir`)
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def data(self) -> str:
@@ -156,13 +152,13 @@ def groups(plan: Plan) -> list[Group]:
     return found
 
 
-def group_of(plan: Plan, variant: dict[str, str], found: list[Group]) -> Group | None:
+def group_of(variant: dict[str, str], found: list[Group]) -> Group | None:
     return next((g for g in found if matches(variant, g.overrides)), None)
 
 
 def runs_done(plan: Plan) -> int:
     found = groups(plan)
-    return sum(len(group.done) for v in plan.variants if (group := group_of(plan, v, found)) is not None)
+    return sum(len(group.done) for v in plan.variants if (group := group_of(v, found)) is not None)
 
 
 def _duration(seconds: float) -> str:
@@ -222,7 +218,7 @@ def run_metrics(plan: Plan, group: Group) -> list[dict[str, float]]:
 def variant_values(plan: Plan) -> list[list[dict[str, float]]]:
     """Per variant of the plan, the metrics of each of its finished runs (none where nothing ran yet)."""
     present = groups(plan)
-    found = [group_of(plan, variant, present) for variant in plan.variants]
+    found = [group_of(variant, present) for variant in plan.variants]
     return [[] if group is None else run_metrics(plan, group) for group in found]
 
 
