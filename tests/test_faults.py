@@ -45,6 +45,7 @@ QUICK = (
     "model.hidden=[16]",
     "logger.log_model=false",
 )
+WORKER = ("hydra.sweeper.population=1", "hydra.sweeper.workers=1", "hydra.sweeper.wait=true")
 FAULTS = ("KeyboardInterrupt", "ENOSPC")
 # After which faults the same command is run again. Resuming does not depend on what stopped the command,
 # only on where: once per point.
@@ -82,6 +83,13 @@ SCENARIOS = {
     ),
     # A user's experiment with claims (tests/user_study): its two variants' groups as one population, the
     # claims judged, the report written and logged. The same command continues it.
+    # Workers (one process of its own, here) that the command waits for: its faults are the command's, before
+    # the worker starts, while it runs, after it ended; the same command continues (or ends) the sweep.
+    "sweep with a worker": Scenario(
+        "train.py",
+        ("-m", *QUICK, "hparams_search=lr", "hydra.sweeper.n_trials=1", *WORKER),
+        shares="3-trial sweep",
+    ),
     "study": Scenario(
         "study.py",
         (f"--config-dir={REPO / 'tests' / 'user_study'}", "experiment=two_rates", "repeats=2", *QUICK),
@@ -133,12 +141,38 @@ def running_runs(root: Path) -> list[str]:
 
 
 def running_trials(root: Path) -> list[int]:
-    """Optuna trials left RUNNING in the sweeps' study storage."""
-    path = root / "multirun" / "optuna.db"
+    """Optuna trials left RUNNING in the sweeps' study storages (SQLite, and the workers' journal)."""
+    found = []
+    if (path := root / "multirun" / "optuna.db").is_file():
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            found += [n for (n,) in db.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
+    for study in journal_studies(root):
+        found += [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+    return found
+
+
+def journal_studies(root: Path) -> list:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = root / "multirun" / "optuna.journal"
     if not path.is_file():
         return []
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return [n for (n,) in db.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    return [optuna.load_study(study_name=n, storage=storage) for n in optuna.get_all_study_names(storage)]
+
+
+def settle(root: Path, limit: float = 180) -> None:
+    """Wait for the workers a command started (a sweep with workers goes on without it) to end."""
+    import time
+
+    from hydra_plugins.trainlab_optuna_sweeper._status import workers_active
+
+    deadline = time.monotonic() + limit
+    for study in journal_studies(root):
+        while workers_active(study):
+            assert time.monotonic() < deadline, "the sweep's workers were still running"
+            time.sleep(0.2)
 
 
 def torn_files(root: Path) -> list[str]:
@@ -178,7 +212,8 @@ def torn_files(root: Path) -> list[str]:
 
 
 def problems(root: Path, code: int, stderr: str, recovered_too: bool = True) -> list[str]:
-    """What a user would find wrong after a command that met a fault."""
+    """What a user would find wrong after a command that met a fault (and the workers it started ended)."""
+    settle(root)
     found = []
     lines = [line for line in stderr.splitlines() if line.strip()]
     if "Traceback" in stderr:
@@ -339,10 +374,11 @@ def test_a_ctrl_c_or_a_kill_9_at_writes_drawn_at_random_loses_nothing(
         cmd = [sys.executable, str(REPO / "src" / harness.scenario.script), *flags, f"paths.root_dir={root}"]
         cmd += [a for a in args if a not in flags]
         n_th = _by_name(harness.order, point, site, n)
-        killed = subprocess.run(
-            cmd, env=subprocess_env(Fault("SIGKILL", point, n_th)), capture_output=True, text=True, cwd=root
-        )
+        # In the command's process only (its last argument), not in the workers it starts.
+        fault = subprocess_env(Fault("SIGKILL", point, n_th), TRAINLAB_TEST_FAULT_ARGV=cmd[-1])
+        killed = subprocess.run(cmd, env=fault, capture_output=True, text=True, cwd=root)
         assert killed.returncode == -9, f"SIGKILL at {point} #{n_th}: {killed.stderr[-2000:]}"
+        settle(root)
         assert not torn_files(root)
         injector.arm(None)
         code, stderr = cli(harness.scenario.script, root, (*args, *harness.scenario.resume))

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -353,6 +354,48 @@ def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_tr
     # Torch threads per trial: the cores SLURM gives each job, not this host's share of its own cores.
     jobs = [OmegaConf.load(path).hydra.job for path in tmp_path.glob("multirun/*/[0-9]/.hydra/hydra.yaml")]
     assert [job.env_set.TRAINLAB_NUM_THREADS for job in jobs] == ["2", "2"]
+
+
+def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_one_from_its_checkpoint(
+    slurm, tmp_path
+):
+    """`hydra.sweeper.workers=2`: the command submits one array job of two workers and returns; with it
+    gone, task 0 is cancelled (scancel) while it trains. Its trial fails, not counted, and task 1 trains
+    it again from its last.ckpt; the study ends with exactly n_trials finished, nothing RUNNING."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from hydra_plugins.trainlab_optuna_sweeper._status import Progress, workers_active
+
+    write_mnist(tmp_path / "data", **DATA)
+    search = ["hparams_search=lr", "optimizer.lr=tag(log, interval(0.01, 0.2))", "hydra.sweeper.n_trials=3"]
+    search += ["hydra/sweeper/sampler=random", "hydra.sweeper.workers=2"]
+    submitted = Sweep(slurm, tmp_path, *CPU_JOB, *search).result(timeout=60)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    array = re.search(r"SLURM array job (\d+)", submitted.stdout).group(1)
+
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("multirun/*/[0-9]*/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline, "no trial saved a checkpoint"
+        time.sleep(0.1)
+    scheduler("scancel", f"{array}_0", env=slurm)
+    os.environ["SLURM_CONF"] = slurm["SLURM_CONF"]  # squeue, for the workers' states
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "multirun" / "optuna.journal")))
+    study = optuna.load_study(study_name=None, storage=storage)
+    while workers_active(study):
+        assert time.monotonic() < deadline + 240, "the workers were still running"
+        time.sleep(0.5)
+
+    progress = Progress.of(study, workers=True)
+    assert progress.states == {"COMPLETE": 3, "RUNNING": 0, "WAITING": 0, "RETRIED": 1}, str(progress)
+    (lost,) = [t for t in study.trials if t.state.name == "FAIL"]
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == lost.number]
+    assert retry.state.name == "COMPLETE"
+    assert retry.user_attrs["mlflow_run_id"] == lost.user_attrs["mlflow_run_id"]  # from its checkpoint
+    runs = mlflow_runs(tmp_path)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert progress.workers[0].endswith(": 1 CANCELLED, 1 COMPLETED"), progress.workers
 
 
 def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_one_process(sweeps, slurm):

@@ -72,6 +72,22 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> Any:
     return _results(cfg, Path(cfg.hydra.sweep.dir).name)
 
 
+def sweep_status(study: str | None = None, storage: str | None = None) -> Any:
+    """Where Optuna sweeps stand, as `python src/sweeps.py [STUDY] [--storage URL]` prints it: for a
+    `study`, its `Progress` (trials by state, the best so far, its workers' jobs); else one per study in
+    `storage` (default: the project's multirun/ storages)."""
+    from hydra_plugins.trainlab_optuna_sweeper._status import Progress, studies
+    from trainlab.errors import UserError
+
+    root = Path(os.environ.get("TRAINLAB_ROOT", ROOT))
+    found = [s for _, s in studies(storage, root) if study is None or s.study_name == study]
+    if study is None:
+        return [Progress.of(s) for s in found]
+    if not found:
+        raise UserError(f"study {study!r} not found in {storage or 'multirun/'}")
+    return Progress.of(found[0], workers=True)
+
+
 def results(*overrides: str, experiment: str | None = None, sweep: str | None = None) -> Any:
     """The runs of an MLflow experiment as a pandas DataFrame: one row per run (oldest first) with its
     name, status, overrides, `param.*` (the resolved config) and final `metric.*` values.

@@ -10,6 +10,7 @@ trials run. A study is resumed only for the search it was created for (`_record`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -24,23 +25,33 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
 from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
 from hydra_plugins.trainlab_optuna_sweeper._record import RECORD, differences, mismatch, search_record
 from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
+from hydra_plugins.trainlab_optuna_sweeper._status import (
+    INTERRUPTED,
+    N_TRIALS,
+    Progress,
+    counts_as_finished,
+    follow,
+    record_workers,
+    status_command,
+)
 from hydra_plugins.trainlab_optuna_sweeper.search_space import from_search_space, parse_search_space
 from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
+from hydra_plugins.trainlab_population.grid_sweeper import on_slurm
 from trainlab import interrupts
 from trainlab.atomic import write_atomically
 from trainlab.errors import ConfigError, Stop, SweepFailed, UserError, storage_error
 from trainlab.population.members import quote_override_value
-from trainlab.run.trial import TrialLink, open_storage, storage_url
+from trainlab.run.trial import LAST_CHECKPOINT, TrialLink, open_storage, shown_storage, storage_url
 from trainlab.tracking.orphans import process_running
 from trainlab.tracking.tracker import ending
 
@@ -55,8 +66,8 @@ SWEEPER = f"{socket.gethostname()}:{os.getpid()}"
 BEAT = "sweeper:"
 # Study attribute: the sweeper that created the study.
 CREATOR = "created_by"
-# A trial failed because its sweeper died, not because of its parameters: it is retried, not counted.
-INTERRUPTED = "interrupted"
+# How often an idle worker looks for a lost trial to retry (s).
+WORKER_POLL_S = 5.0
 
 
 def study_name(config: DictConfig, overrides: Sequence[str]) -> str:
@@ -67,13 +78,6 @@ def study_name(config: DictConfig, overrides: Sequence[str]) -> str:
     return f"{option}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
-def counts_as_finished(trial: FrozenTrial) -> bool:
-    """COMPLETE, PRUNED, or FAIL for a reason of its own (not an interrupted sweeper)."""
-    if trial.state == TrialState.FAIL:
-        return not trial.user_attrs.get(INTERRUPTED, False)
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
-
-
 def _alive(sweeper: str, beat: float, grace_period: float) -> bool:
     """On this machine: is its process there? Elsewhere: has it beaten within the grace period?"""
     host, pid = sweeper.rsplit(":", 1)
@@ -82,13 +86,18 @@ def _alive(sweeper: str, beat: float, grace_period: float) -> bool:
     return process_running(int(pid))
 
 
-def _retry_later(study: optuna.Study, trial: FrozenTrial, parent: ParentRun, why: str) -> None:
-    """FAIL a trial that did not end on its own (not counted: `counts_as_finished`), its run with it, and
-    queue its parameters to run again."""
+def _not_counted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, why: str) -> FrozenTrial:
+    """FAIL a trial that did not end on its own: not counted (`counts_as_finished`)."""
     handle = optuna.trial.Trial(study, trial._trial_id)
     handle.set_user_attr(INTERRUPTED, True)
     handle.set_user_attr("fail_reason", f"{INTERRUPTED}: {why}")
-    frozen = study.tell(trial.number, state=TrialState.FAIL)
+    return study.tell(trial.number, state=TrialState.FAIL)
+
+
+def _retry_later(study: optuna.Study, trial: FrozenTrial, parent: ParentRun, why: str) -> None:
+    """FAIL a trial that did not end on its own, its run with it, and queue its parameters to run again
+    (from its last checkpoint: `OptunaSweep._resume_from`)."""
+    frozen = _not_counted(study, trial, why)
     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     parent.mark_trial(frozen, f"{INTERRUPTED}: {why}")
 
@@ -140,16 +149,24 @@ class OptunaSweep:
     """One invocation of the sweeper on one study."""
 
     def __init__(
-        self, settings: Settings, config: DictConfig, launcher: Launcher, trainlab: bool = False
+        self,
+        settings: Settings,
+        config: DictConfig,
+        launcher: Launcher,
+        trainlab: bool = False,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker  # this process is worker `worker` of a sweep with workers (_workers)
         self.config = config
         self.launcher = launcher
         self.trainlab = trainlab  # trainlab's own task: its CLI prints a `Stop`, its Python API raises it
         self.job_idx = 0
         self.exhausted = False
         self.n_trials = settings.n_trials
-        self.storage = storage_url(settings.storage, config.hydra.sweep.dir, config.hydra.runtime.cwd)
+        self.storage = storage_url(
+            settings.storage, config.hydra.sweep.dir, config.hydra.runtime.cwd, settings.workers
+        )
         # What the task's return value is called in messages: trainlab's optimized_metric, where there is one.
         metric = config.get("optimized_metric")
         self.objective = OmegaConf.to_container(metric) if OmegaConf.is_list(metric) else metric
@@ -180,12 +197,13 @@ class OptunaSweep:
         directions = [d.name.lower() for d in study.directions]
         recorded = study.user_attrs.get(RECORD, {}) | {"direction": directions}
         if found := differences(recorded, record):
-            shown = make_url(url).render_as_string(hide_password=True)
+            shown = shown_storage(url)
             self._stop(ConfigError(mismatch(study.study_name, shown, found)), 2)
         if RECORD not in study.user_attrs:
             study.set_user_attr(RECORD, record)
-        if study.get_trials(deepcopy=False):
-            # A seeded sampler would replay the first invocation's draws: resumed, it draws afresh.
+        if study.get_trials(deepcopy=False) or self.worker is not None:
+            # A seeded sampler would replay the first invocation's draws (or each worker the same ones):
+            # resumed, or in a worker, it draws afresh.
             study.sampler.reseed_rng()
         return study, created
 
@@ -215,16 +233,30 @@ class OptunaSweep:
 
     def _threads(self) -> int:
         """threads_per_job, else the cores the launcher gives each job (SLURM: launcher.cpus), else this
-        machine's cores shared by the n_jobs trials that run on it at once."""
+        machine's cores shared by the trials that run on it at once (n_jobs, or one per worker)."""
         given = self.config.hydra.launcher.get("cpus_per_task")
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return self.settings.threads_per_job or given or max(1, cores // self.settings.n_jobs)
+        at_once = self.settings.workers or self.settings.n_jobs
+        return self.settings.threads_per_job or given or max(1, cores // at_once)
 
     def _job_overrides(self, trial: optuna.Trial, fixed: dict[str, str], parent: ParentRun) -> list[str]:
         link = TrialLink(trial.study.study_name, trial._trial_id, parent.run_id, self._threads())
         env = [f"++hydra.job.env_set.{key}={quote_override_value(v)}" for key, v in link.env().items()]
         params = [f"{key}={value}" for key, value in trial.params.items()]
-        return [*params, *fixed.values(), *env]
+        return [*params, *fixed.values(), *env, *self._resume_from(trial)]
+
+    def _resume_from(self, trial: optuna.Trial) -> list[str]:
+        """For trainlab's task, a trial that retries one its worker lost (`retry_of`) goes on from that
+        trial's last checkpoint, in its folder and its MLflow run (`ckpt_path=`), where it saved one."""
+        retried = trial.user_attrs.get("retry_of")
+        if not self.trainlab or retried is None or self.settings.population > 1:
+            return []
+        lost = trial.study.get_trials(deepcopy=False)[retried]  # trials come in the order of their numbers
+        checkpoint = lost.user_attrs.get(LAST_CHECKPOINT)
+        if checkpoint is None or not Path(checkpoint).is_file():
+            return []
+        log.info("Trial %d goes on from trial %d's %s", trial.number, retried, checkpoint)
+        return [f"ckpt_path={quote_override_value(checkpoint)}"]
 
     def _values(self, value: Any) -> list[float] | str:
         """The job's return value as one finite float per objective, or why it is not."""
@@ -313,6 +345,16 @@ class OptunaSweep:
         space = {key: dist for key, dist in deprecated.items() if key not in fixed} | space
         named_by = [*params, *arguments, *(f"{key}={dist!r}" for key, dist in deprecated.items())]
         record = search_record(space, self.settings.direction, self.objective, self.config)
+        if self.settings.workers and on_slurm(self.config) and self.storage.startswith("sqlite"):
+            self._stop(
+                ConfigError(
+                    f"hydra.sweeper.storage={self.storage}: SQLite cannot be shared by workers on several "
+                    "nodes (its locks do not hold on network file systems); leave storage null for a "
+                    "journal file in the sweep folder's parent, or give a journal file's path or a "
+                    "postgresql:// URL"
+                ),
+                2,
+            )
         study, created = self._open_study(named_by, self._sampler(space), record)
         # Another sweeper that created the study a moment ago is opening its MLflow parent run: wait for it.
         opening = not created and self._creator_may_open_parent(study)
@@ -330,44 +372,118 @@ class OptunaSweep:
         parent = ParentRun(
             logger if OmegaConf.is_dict(logger) and "name" in logger else None, study, description, opening
         )
-        shown = make_url(self.storage).render_as_string(hide_password=True)
+        shown = shown_storage(self.storage)
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
         self._fail_stale_trials(study, parent)
         launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
         if self.settings.n_jobs > 1 and type(launcher).__name__ == "BasicLauncher":
             log.warning("hydra/launcher=basic runs trials one at a time: use hydra/launcher=joblib")
 
-        failure = None
+        if self.worker is None and self.settings.workers:
+            self._start_workers(study, parent, arguments)
+            return
+        failure, finisher = None, self.worker is None
         try:
-            with Heartbeat(study, max(1.0, self.settings.grace_period / 4)):
+            with Heartbeat(study, self.settings.heartbeat_interval):
                 while True:
                     interrupts.check(RESUME)
-                    finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
-                    failed = [t for t in finished if t.state == TrialState.FAIL]
-                    rate, total = self.settings.max_failure_rate, self.n_trials
-                    if len(failed) > rate * total:
-                        failure = (
-                            f"{len(failed)} of {len(finished)} trials failed, more than "
-                            f"max_failure_rate={rate} of n_trials={total}; the last: "
-                            f"{failed[-1].user_attrs.get('fail_reason')}"
-                        )
+                    trials = study.get_trials(deepcopy=False)
+                    finished = [t for t in trials if counts_as_finished(t)]
+                    if failure := self._failure(finished):
                         break
                     todo = self.n_trials - len(finished)
                     if todo <= 0 or self.exhausted:
                         break
-                    size = min(todo, self.settings.n_jobs * self.settings.population)
+                    if self.worker is None:
+                        size = min(todo, self.settings.n_jobs * self.settings.population)
+                    else:
+                        # A worker with no trial left to ask for stays while others run theirs: one that is
+                        # lost is retried here.
+                        self._fail_stale_trials(study, parent)
+                        running = sum(t.state == TrialState.RUNNING for t in trials)
+                        size = min(todo - running, self.settings.population)
+                        finisher = False
+                        if size <= 0:
+                            time.sleep(min(WORKER_POLL_S, self.settings.heartbeat_interval))
+                            continue
+                        parent.attach()
                     self._run_batch(study, space, fixed, parent, size)
                     parent.record_best(len(finished) + size)
+                    finisher = True
+            if not finisher and not failure:  # the worker that told the last trial ends the parent run
+                parent.release()
+                return
             results = self._write_results(study)
-        except interrupts.Interrupted as stop:
-            parent.end(*ending(stop))
-            raise interrupts.Interrupted(stop.signum, RESUME) from None
         except BaseException as err:
-            parent.end(*ending(err))
+            self._stopped(study, parent, err)
+            if isinstance(err, interrupts.Interrupted):
+                raise interrupts.Interrupted(err.signum, RESUME) from None
             raise
         parent.finish(results, failure)
         if failure:
             self._stop(SweepFailed(f"sweep stopped: {failure}; see {results}"), 1)
+
+    def _failure(self, finished: list[FrozenTrial]) -> str | None:
+        """Why the sweep stops for its failed trials (`max_failure_rate`), or None."""
+        failed = [t for t in finished if t.state == TrialState.FAIL]
+        rate, total = self.settings.max_failure_rate, self.n_trials
+        if len(failed) <= rate * total:
+            return None
+        return (
+            f"{len(failed)} of {len(finished)} trials failed, more than max_failure_rate={rate} of "
+            f"n_trials={total}; the last: {failed[-1].user_attrs.get('fail_reason')}"
+        )
+
+    def _stopped(self, study: optuna.Study, parent: ParentRun, err: BaseException) -> None:
+        """End the parent run for a sweep stopped before its end; a worker leaves it to the others still
+        running (the same command resumes the sweep)."""
+        if self.worker is not None and live_sweepers(study, self.settings.grace_period):
+            parent.release()
+        else:
+            parent.end(*ending(err))
+
+    def _start_workers(self, study: optuna.Study, parent: ParentRun, arguments: list[str]) -> None:
+        """Submit the workers and return (or, with `wait`, follow the sweep to its end)."""
+        from hydra_plugins.trainlab_optuna_sweeper import _workers
+
+        progress = Progress.of(study, self.n_trials)
+        if progress.done:
+            log.info("Study %s has its %d trials", study.study_name, self.n_trials)
+            parent.finish(self._write_results(study), self._failure(progress.finished))
+            return
+        launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
+        config = self.config.copy()
+        with open_dict(config):
+            config.hydra.sweep.dir = str(Path(config.hydra.runtime.cwd, config.hydra.sweep.dir).resolve())
+        settings = dataclasses.replace(self.settings, study_name=study.study_name, n_trials=self.n_trials)
+        worker = _workers.Worker(
+            settings,
+            config,
+            launcher.hydra_context,
+            launcher.task_function,
+            self.trainlab,
+            arguments,
+            Singleton.get_state(),
+        )
+        try:
+            study.set_user_attr(N_TRIALS, self.n_trials)
+            parent.hand_over()
+            submitted = _workers.start(worker, self.settings.workers, launcher, Path(config.hydra.sweep.dir))
+        except BaseException as err:  # none started: the parent run is this command's to end
+            parent.end(*ending(err))
+            raise
+        record_workers(study, submitted)
+        watch = status_command(study.study_name, self.storage, self.trainlab)
+        print(
+            f"Study {study.study_name}: {self.settings.workers} worker(s) started ({submitted.describe()}); "
+            f"{progress.line()}\n  watch: {watch}\n  more workers: the same command again; stop: "
+            f"{submitted.stop_hint()} (the running trials are retried at the next start)\n"
+            f"  logs: {submitted.logs}",
+            flush=True,
+        )
+        if self.settings.wait:
+            follow(study, self.n_trials, self.settings.heartbeat_interval)
+            self._write_results(study)
 
     def _run_batch(
         self,
@@ -387,9 +503,10 @@ class OptunaSweep:
                 trial.set_user_attr("sweeper", SWEEPER)
                 if self.extend is not None:
                     self.extend(self.config, trial)
+            if self.worker is not None and not (trials := self._within_budget(study, trials)):
+                return
             overrides = [self._job_overrides(trial, fixed, parent) for trial in trials]
-            results = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            self.job_idx += len(results)
+            results = self._launch(overrides, [trial.number for trial in trials])
             for trial, result in zip(trials, results, strict=True):
                 frozen = self._tell(study, trial, result)
                 parent.mark_trial(frozen, frozen.user_attrs.get("fail_reason"))
@@ -397,6 +514,31 @@ class OptunaSweep:
             why = interrupts.reason() if interrupts.received() else f"{type(err).__name__}: {err}"
             self._fail_unfinished(study, running, parent, why.splitlines()[0][:300])
             raise
+
+    def _within_budget(self, study: optuna.Study, trials: list[optuna.Trial]) -> list[optuna.Trial]:
+        """The asked trials that fit in n_trials: workers asking at the same moment may ask for one too
+        many; the newest trials over the budget are set aside (FAIL, not counted), whoever asked them."""
+        every = study.get_trials(deepcopy=False)
+        running = sorted((t.number for t in every if t.state == TrialState.RUNNING), reverse=True)
+        over = len(running) + sum(map(counts_as_finished, every)) - self.n_trials
+        newest = set(running[: max(0, over)])
+        for trial in trials:
+            if trial.number in newest:
+                _not_counted(study, trial, "asked beyond n_trials by workers asking at once")
+        return [trial for trial in trials if trial.number not in newest]
+
+    def _launch(self, overrides: list[list[str]], numbers: list[int]) -> list[JobReturn]:
+        """Launch the jobs; a worker numbers each by its trial, so that the folders of trials that
+        workers run at once never meet."""
+        if self.worker is None:
+            results = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            self.job_idx += len(results)
+            return results
+        if self.settings.population > 1:  # a PopulationLauncher
+            return self.launcher.launch(overrides, numbers[0], numbers=numbers)
+        return [
+            self.launcher.launch([o], initial_job_idx=n)[0] for o, n in zip(overrides, numbers, strict=True)
+        ]
 
     def _fail_unfinished(self, study: optuna.Study, before: set[int], parent: ParentRun, why: str) -> None:
         """FAIL (as interrupted: retried, not counted) this sweeper's trials that a batch left RUNNING, and

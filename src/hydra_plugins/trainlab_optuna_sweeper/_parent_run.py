@@ -46,8 +46,9 @@ class ParentRun:
             return
         from mlflow.exceptions import MlflowException
 
-        info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
-        config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
+        self.info = info = RunInfo(f"sweep {study.study_name}", {"optuna.study": study.study_name})
+        self.description = description
+        self.config_yaml = config_yaml = OmegaConf.to_yaml(OmegaConf.create(description))
         try:
             try:
                 info.resume_run_id = (
@@ -65,6 +66,30 @@ class ParentRun:
     @property
     def run_id(self) -> str | None:
         return getattr(self.tracker, "run_id", None)
+
+    def hand_over(self) -> None:
+        """Leave the run RUNNING for the sweep's workers, owned by none (trainlab.tracking.orphans), so
+        that it is not marked KILLED while they wait in a queue; each takes it over as it starts."""
+        if not isinstance(self.tracker, MlflowTracker):
+            return
+        from trainlab.tracking.orphans import HEARTBEATS, OWNER_TAG
+
+        HEARTBEATS.remove(self.run_id)
+        self.tracker.client.delete_tag(self.run_id, OWNER_TAG)
+
+    def attach(self) -> None:
+        """A worker takes the run over (RUNNING, owned by it) before each trial: a worker that stops
+        leaves it to be marked KILLED only if no other runs a trial after it."""
+        if isinstance(self.tracker, MlflowTracker) and self.run_id is not None:
+            self.info.resume_run_id = self.run_id
+            self.tracker.start(self.description, self.config_yaml, self.info)
+
+    def release(self) -> None:
+        """This process no longer keeps the run alive; the worker still running ends it."""
+        if isinstance(self.tracker, MlflowTracker) and self.run_id is not None:
+            from trainlab.tracking.orphans import HEARTBEATS
+
+            HEARTBEATS.remove(self.run_id)
 
     def mark_trial(self, trial: optuna.trial.FrozenTrial, reason: str | None = None) -> None:
         """Tag the trial's own run with its final state; a pruned or interrupted run ends KILLED."""

@@ -155,7 +155,8 @@ class OptunaSweeperConf:
     # one value per objective. minimize is the stock plugin's and Optuna's default.
     direction: Any = "minimize"
     # null: $OPTUNA_STORAGE if set, else sqlite:///<the sweep folder's parent>/optuna.db, so that the
-    # same command resumes (for trainlab: multirun/optuna.db); or any SQLAlchemy URL (postgresql://…).
+    # same command resumes (for trainlab: multirun/optuna.db), and with workers a journal file there
+    # (multirun/optuna.journal); or any SQLAlchemy URL (postgresql://…), or a journal file's path.
     storage: str | None = None
     # null: derived from the app (or hparams_search option) and the sweep's overrides, so the same
     # command finds the same study.
@@ -172,8 +173,16 @@ class OptunaSweeperConf:
     population: int | None = None
     # CPU threads per trial (torch.set_num_threads, in trainlab's jobs); null: the cores / n_jobs.
     threads_per_job: int | None = None
-    # A RUNNING trial whose sweeper has not written a heartbeat for this long (or whose sweeper
-    # process on this machine is gone) is failed and retried when the study is resumed.
+    # Workers that pull trials from the study until it has n_trials (docs/sweeps.md#workers): 0, one
+    # batch of n_jobs trials at a time from this process; N, N jobs of hydra/launcher=slurm (one array),
+    # or else N processes here, submitted at once: the command returns and the sweep goes on without it.
+    workers: int = 0
+    # With workers: follow the sweep to its end here and print the best trial, instead of returning.
+    wait: bool = False
+    # Each sweeper or worker writes a heartbeat into the study this often (s)...
+    heartbeat_interval: int = 60
+    # ...and a RUNNING trial whose sweeper has not written one for this long (or whose process on this
+    # machine is gone) is failed and retried: at once by another worker, else when the study is resumed.
     grace_period: int = 300
     # The search space in Hydra's sweep grammar: interval(a, b), tag(log, interval(a, b)),
     # int(interval(a, b)), range(a, b, step), choice(a, b, ...), also over config groups.

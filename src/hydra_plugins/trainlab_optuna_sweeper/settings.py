@@ -48,6 +48,9 @@ class Settings:
     threads_per_job: int | None
     grace_period: float
     params: Mapping[str, str] | None
+    workers: int = 0
+    wait: bool = False
+    heartbeat_interval: float = 60
     custom_search_space: str | None = None
     search_space: Mapping[str, Any] | None = None
 
@@ -63,6 +66,11 @@ class Settings:
                 "(1: one trial per job)",
             ),
             "threads_per_job": (self.threads_per_job is None or self.threads_per_job >= 1, "null or >= 1"),
+            "workers": (self.workers >= 0, "0 (one batch of n_jobs trials at a time) or N >= 1 workers"),
+            "heartbeat_interval": (
+                0 < self.heartbeat_interval < self.grace_period,
+                f"a number of seconds > 0 and < grace_period={self.grace_period}",
+            ),
             "pruner": (
                 self.pruner is None or len(self.direction) == 1,
                 "null with several directions (Optuna prunes single-objective studies only)",

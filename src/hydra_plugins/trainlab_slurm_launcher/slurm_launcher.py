@@ -39,11 +39,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
         if not self.params.get("gpus_per_node"):
             self.params["gpus_per_node"] = None
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    def _executor(self) -> Any:
+        """submitit's executor with this launcher's SLURM settings (and container, if any)."""
         import submitit
 
         from trainlab.cluster.container import from_config  # here: Hydra imports this module at every start
-        from trainlab.errors import Stop, UserError
 
         assert self.config is not None
         settings = dict(self.params)
@@ -60,29 +60,48 @@ class SlurmLauncher(SubmititSlurmLauncher):
             settings["srun_args"] = [*(settings.get("srun_args") or []), *container.srun_args()]
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in shared else f"slurm_{k}": v for k, v in settings.items()})
+        return executor
+
+    def _submit(self, executor: Any, function: Any, *arguments: list[Any]) -> list[Any]:
+        """`function` over `arguments` as one array job; sbatch's refusal as one line."""
+        import submitit
+
+        from trainlab.errors import Stop, UserError
+
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
-
-        numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
-        for number, overrides in zip(numbers, job_overrides, strict=True):
-            log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
-        state = Singleton.get_state()
         try:
-            jobs = executor.map_array(
-                self,
-                [list(overrides) for overrides in job_overrides],
-                ["hydra.sweep.dir"] * len(job_overrides),
-                list(numbers),
-                [f"job_id_for_{number}" for number in numbers],
-                [state] * len(job_overrides),
-            )
+            return executor.map_array(function, *arguments)
         except submitit.core.utils.FailedJobError as err:
             # submitit moves a submission's files into the job's folder once sbatch takes it: left at the
             # top, they are this refused submission's.
             for leftover in (sweep_dir / ".submitit").glob("*.*"):
                 leftover.unlink(missing_ok=True)
             raise Stop(UserError(f"launcher=slurm: sbatch refused the jobs: {_last_line(err)}")) from None
+
+    def submit_workers(self, worker: Any, count: int) -> str:
+        """`worker(i)` for i < count as one array job (all at once: `array_parallelism` is for trials);
+        the array's job id."""
+        executor = self._executor()
+        executor.update_parameters(slurm_array_parallelism=count)
+        jobs = self._submit(executor, worker, list(range(count)))
+        return str(jobs[0].job_id).split("_")[0]
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        executor = self._executor()
+        log.info(f"Submitit 'slurm' sweep output dir : {self.config.hydra.sweep.dir}")
+        numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        for number, overrides in zip(numbers, job_overrides, strict=True):
+            log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
+        jobs = self._submit(
+            executor,
+            self,
+            [list(overrides) for overrides in job_overrides],
+            ["hydra.sweep.dir"] * len(job_overrides),
+            list(numbers),
+            [f"job_id_for_{number}" for number in numbers],
+            [Singleton.get_state()] * len(job_overrides),
+        )
         return [_result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
 
 

@@ -72,8 +72,13 @@ class PopulationLauncher:
             chunks[-1].append(index)
         return sorted((chunk for chunks in groups.values() for chunk in chunks), key=lambda chunk: chunk[0])
 
-    def launch(self, jobs: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    def launch(
+        self, jobs: Sequence[Sequence[str]], initial_job_idx: int, numbers: Sequence[int] | None = None
+    ) -> list[JobReturn]:
+        """`numbers`: each job's own number (a sweep's worker: its trials'), not consecutive from
+        `initial_job_idx`; each population is then launched as the number of its first member."""
         groups = self.populations(jobs)
+        numbers = list(numbers or range(initial_job_idx, initial_job_idx + len(jobs)))
         launched = []
         for group in groups:
             members = [list(jobs[i]) for i in group]
@@ -82,14 +87,21 @@ class PopulationLauncher:
                 MemberSpec(
                     tuple(o for o in m if o not in common and _trial_id(o) is None),
                     next((t for o in m if (t := _trial_id(o)) is not None), None),
-                    initial_job_idx + i,
+                    numbers[i],
                 )
                 for i, m in zip(group, members, strict=True)
             ]
             launched.append([*common, population_override(specs)] if len(group) > 1 else members[0])
         sizes = ", ".join(str(len(g)) for g in groups)
         log.info("Launching %d trials as %d population job(s) of %s", len(jobs), len(groups), sizes)
-        returns = self.launcher.launch(launched, initial_job_idx=initial_job_idx)
+        if numbers == list(range(initial_job_idx, initial_job_idx + len(jobs))):
+            returns = self.launcher.launch(launched, initial_job_idx=initial_job_idx)
+        else:
+            firsts = [numbers[group[0]] for group in groups]
+            returns = [
+                self.launcher.launch([job], initial_job_idx=n)[0]
+                for job, n in zip(launched, firsts, strict=True)
+            ]
         results: list[JobReturn | None] = [None] * len(jobs)
         for group, result in zip(groups, returns, strict=True):
             for position, index in enumerate(group):

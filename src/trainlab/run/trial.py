@@ -31,6 +31,8 @@ STUDY_ENV = "TRAINLAB_OPTUNA_STUDY"
 TRIAL_ENV = "TRAINLAB_OPTUNA_TRIAL_ID"
 PARENT_RUN_ENV = "TRAINLAB_MLFLOW_PARENT_RUN_ID"
 THREADS_ENV = "TRAINLAB_NUM_THREADS"
+# The trial's user attribute naming its last.ckpt: a retry of a trial its worker lost goes on from it.
+LAST_CHECKPOINT = "last_checkpoint"
 # Where studies are kept when hydra.sweeper.storage is null (as MLFLOW_TRACKING_URI is for runs).
 STORAGE_ENV = "OPTUNA_STORAGE"
 
@@ -55,13 +57,32 @@ STORAGE_WRITES = (
 )
 
 
+def is_journal(url: str) -> bool:
+    """A journal file's path (no `scheme://`), not a database URL."""
+    return "://" not in url
+
+
+def shown_storage(url: str) -> str:
+    """The storage as messages show it: a journal file's path, a database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return url if is_journal(url) else make_url(url).render_as_string(hide_password=True)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage for `url`; SQLite connections wait for the write lock (and a write that still
-    meets it is tried again), and sweepers starting at once on a new SQLite file or PostgreSQL database
-    take turns creating its tables."""
+    """Optuna's journal storage for a file path (appended to under a lock that works on NFS: what workers
+    on several nodes share with no server), else its RDB storage for `url`; SQLite connections wait for
+    the write lock (and a write that still meets it is tried again), and sweepers starting at once on a
+    new SQLite file or PostgreSQL database take turns creating its tables."""
     import optuna
 
     from trainlab.tracking.creation_lock import creation_lock
+
+    if is_journal(url):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     with creation_lock(url):
@@ -86,13 +107,17 @@ def _retrying_when_locked(write: Callable[..., T], attempts: int = 5) -> Callabl
     return retrying
 
 
-def storage_url(storage: str | None, sweep_dir: str, cwd: str) -> str:
-    """`hydra.sweeper.storage`; for null the environment's OPTUNA_STORAGE (as MLFLOW_TRACKING_URI for
-    runs: the compose stack sets it), else a SQLite file beside the sweep folder (`sweep_dir`, relative to
-    the launch folder `cwd`), which is the same for every run of a command, so the command resumes."""
-    if storage or os.environ.get(STORAGE_ENV):
-        return storage or os.environ[STORAGE_ENV]
-    return f"sqlite:///{(Path(cwd) / sweep_dir).resolve().parent / 'optuna.db'}"
+def storage_url(storage: str | None, sweep_dir: str, cwd: str, workers: int = 0) -> str:
+    """`hydra.sweeper.storage` (a journal file's path made absolute from the launch folder `cwd`); for
+    null the environment's OPTUNA_STORAGE (as MLFLOW_TRACKING_URI for runs: the compose stack sets it),
+    else a file beside the sweep folder (`sweep_dir`, relative to `cwd`), the same for every run of a
+    command, so the command resumes: SQLite, or for `workers` a journal file, which workers on other
+    nodes can share through the file system."""
+    url = storage or os.environ.get(STORAGE_ENV)
+    if url:
+        return str((Path(cwd) / url).resolve()) if is_journal(url) else url
+    folder = (Path(cwd) / sweep_dir).resolve().parent
+    return str(folder / "optuna.journal") if workers else f"sqlite:///{folder / 'optuna.db'}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +162,7 @@ def _load_study(name: str) -> optuna.Study:
 
     hydra = HydraConfig.get()
     sweeper = hydra.sweeper
-    url = storage_url(sweeper.storage, hydra.sweep.dir, hydra.runtime.cwd)
+    url = storage_url(sweeper.storage, hydra.sweep.dir, hydra.runtime.cwd, sweeper.get("workers", 0))
     pruner = OmegaConf.to_yaml(sweeper.pruner) if sweeper.get("pruner") else ""
     return _open_study(name, url, pruner)
 
@@ -198,6 +223,9 @@ class TrialCallback(Callback):
             torch.set_num_threads(self.link.threads)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        saver = trainer.checkpoint_callback
+        if self.report is None and trainer.is_global_zero and getattr(saver, "dirpath", None):
+            self.trial.set_user_attr(LAST_CHECKPOINT, str(Path(saver.dirpath) / "last.ckpt"))
         logger = trainer.logger
         run_id = getattr(logger, "run_id", None)
         if run_id is None or not trainer.is_global_zero or self.report is not None:

@@ -50,9 +50,13 @@ def is_alive(owner_tag: str, heartbeat: float, now: float) -> bool:
 
 def process_running(pid: int, start: str = "") -> bool:
     """Whether process `pid` of this machine runs (and, given its `start`, is still the one that started
-    then: a process id is reused)."""
-    if start and Path("/proc").is_dir():
-        return _start_time(pid) == start
+    then: a process id is reused). A zombie (ended, not yet waited for by its parent) does not."""
+    if Path("/proc").is_dir():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return False
+        return fields[0] != "Z" and (not start or fields[19] == start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
