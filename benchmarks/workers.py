@@ -29,7 +29,7 @@ sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "src")]
 
 from synthetic import write_mnist  # noqa: E402
 
-from hydra_plugins.trainlab_optuna_sweeper._status import Progress, workers_active  # noqa: E402
+from trainlab.sweeps import Progress, workers_active  # noqa: E402
 
 JOB = [
     "launcher=slurm", "trainer=cpu", "launcher.cpus=1", "launcher.mem=2", "data.batch_size=50",

@@ -15,6 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TRAINLAB_ROOT", str(ROOT))
 
 if __name__ == "__main__":
-    from hydra_plugins.trainlab_optuna_sweeper._status import main
+    from trainlab.sweeps import main
 
     sys.exit(main())

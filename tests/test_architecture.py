@@ -34,7 +34,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("trainlab.population",),  # K runs at once
     ("trainlab.repeats",),  # a group of repeats and folds, with its statistics
     # what users call
-    ("trainlab.figures", "trainlab.evaluate", "trainlab.studies", "trainlab.cli", "trainlab.api", "trainlab"),
+    (
+        "trainlab.figures",
+        "trainlab.evaluate",
+        "trainlab.studies",
+        "trainlab.sweeps",
+        "trainlab.cli",
+        "trainlab.api",
+        "trainlab",
+    ),
 )
 
 

@@ -29,7 +29,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-SCRIPTS = ("train.py", "report.py", "eval.py", "predict.py", "study.py")
+SCRIPTS = ("train.py", "report.py", "eval.py", "predict.py", "study.py", "sweeps.py")
 # Hydra's flags that print something and exit: run as shown, in a subprocess (each well under a second).
 PRINTING_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc")
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -401,6 +401,11 @@ def test_every_command_shown_composes_and_validates(command: Command):
     if command.script == "study.py":  # planned as the study plans it: every variant and claim checked
         result = run_script(command.script, *command.args, "--status")
         assert result.returncode == 0, f"{where}\nexited {result.returncode}: {result.stderr[-2000:]}"
+        return
+    if command.script == "sweeps.py":  # its arguments as its parser reads them (the studies may not exist)
+        from trainlab.sweeps import arguments
+
+        arguments().parse_args(list(command.args))
         return
     if command.script not in ("train.py", "report.py"):  # eval.py, predict.py: Hydra apps of their own
         result = run_script(command.script, *command.args, "--cfg", "job")

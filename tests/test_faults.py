@@ -1,7 +1,7 @@
 """The fault-injection harness (after SQLite's I/O-error tests, which make each I/O call fail in turn, and
-FoundationDB's simulation): six short scenarios — a single run, a population of 3, `repeats=3`, an
-`eval.py`, a 3-trial Optuna sweep, a study of a user's experiment — run as the CLI runs them, in this
-process. A first pass counts their
+FoundationDB's simulation): seven short scenarios — a single run, a population of 3, `repeats=3`, an
+`eval.py`, a 3-trial Optuna sweep, a sweep with a worker, a study of a user's experiment — run as the
+CLI runs them, in this process (a worker: a process of its own, waited for). A first pass counts their
 write points (every MLflow and Optuna write, every file written whole, every checkpoint: tests/faults.py),
 each named by the line of trainlab's code that makes it; then, at the first and the last write of each
 point in turn, the harness injects a KeyboardInterrupt, a Ctrl-C (SIGINT delivered during the write), a
@@ -166,7 +166,7 @@ def settle(root: Path, limit: float = 180) -> None:
     """Wait for the workers a command started (a sweep with workers goes on without it) to end."""
     import time
 
-    from hydra_plugins.trainlab_optuna_sweeper._status import workers_active
+    from trainlab.sweeps import workers_active
 
     deadline = time.monotonic() + limit
     for study in journal_studies(root):

@@ -364,7 +364,7 @@ def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_on
     it again from its last.ckpt; the study ends with exactly n_trials finished, nothing RUNNING."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from hydra_plugins.trainlab_optuna_sweeper._status import Progress, workers_active
+    from trainlab.sweeps import Progress, workers_active
 
     write_mnist(tmp_path / "data", **DATA)
     search = ["hparams_search=lr", "optimizer.lr=tag(log, interval(0.01, 0.2))", "hydra.sweeper.n_trials=3"]

@@ -58,7 +58,8 @@ def train(*overrides: str) -> Run:
 def sweep(*overrides: str, config_dir: str | Path | None = None) -> Any:
     """Run a sweep: `sweep("experiment=optimizers")` is `python src/train.py -m experiment=optimizers`
     (`config_dir`: `--config-dir`, your own configs). Returns its runs as `results` gives them (one row
-    per run, in job order)."""
+    per run, in job order). With `hydra.sweeper.workers=N` it returns once the workers started, with the
+    runs so far: `sweep_status` says where the sweep stands, `results` gives the runs later."""
     from trainlab.cli.main import run_job
 
     overrides = [*overrides, "hydra.mode=MULTIRUN"]  # what the CLI's -m adds
@@ -76,8 +77,8 @@ def sweep_status(study: str | None = None, storage: str | None = None) -> Any:
     """Where Optuna sweeps stand, as `python src/sweeps.py [STUDY] [--storage URL]` prints it: for a
     `study`, its `Progress` (trials by state, the best so far, its workers' jobs); else one per study in
     `storage` (default: the project's multirun/ storages)."""
-    from hydra_plugins.trainlab_optuna_sweeper._status import Progress, studies
     from trainlab.errors import UserError
+    from trainlab.sweeps import Progress, studies
 
     root = Path(os.environ.get("TRAINLAB_ROOT", ROOT))
     found = [s for _, s in studies(storage, root) if study is None or s.study_name == study]

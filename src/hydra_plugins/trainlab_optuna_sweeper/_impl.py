@@ -10,6 +10,7 @@ trials run. A study is resumed only for the search it was created for (`_record`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -26,24 +27,16 @@ from typing import Any, NoReturn
 
 import optuna
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._parent_run import ParentRun
 from hydra_plugins.trainlab_optuna_sweeper._record import RECORD, differences, mismatch, search_record
 from hydra_plugins.trainlab_optuna_sweeper._samplers import grid, grid_points
-from hydra_plugins.trainlab_optuna_sweeper._status import (
-    INTERRUPTED,
-    N_TRIALS,
-    Progress,
-    counts_as_finished,
-    follow,
-    record_workers,
-    status_command,
-)
 from hydra_plugins.trainlab_optuna_sweeper.search_space import from_search_space, parse_search_space
 from hydra_plugins.trainlab_optuna_sweeper.settings import Settings
 from hydra_plugins.trainlab_population.grid_sweeper import on_slurm
@@ -52,6 +45,15 @@ from trainlab.atomic import write_atomically
 from trainlab.errors import ConfigError, Stop, SweepFailed, UserError, storage_error
 from trainlab.population.members import quote_override_value
 from trainlab.run.trial import LAST_CHECKPOINT, TrialLink, open_storage, shown_storage, storage_url
+from trainlab.sweeps import (
+    INTERRUPTED,
+    N_TRIALS,
+    Progress,
+    counts_as_finished,
+    follow,
+    record_workers,
+    status_command,
+)
 from trainlab.tracking.orphans import process_running
 from trainlab.tracking.tracker import ending
 
@@ -452,11 +454,11 @@ class OptunaSweep:
             parent.finish(self._write_results(study), self._failure(progress.finished))
             return
         launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
-        config = self.config.copy()
-        with open_dict(config):
+        config = copy.deepcopy(self.config)
+        with read_write(config), open_dict(config):
             config.hydra.sweep.dir = str(Path(config.hydra.runtime.cwd, config.hydra.sweep.dir).resolve())
         settings = dataclasses.replace(self.settings, study_name=study.study_name, n_trials=self.n_trials)
-        worker = _workers.Worker(
+        worker = Worker(
             settings,
             config,
             launcher.hydra_context,
@@ -482,7 +484,10 @@ class OptunaSweep:
             flush=True,
         )
         if self.settings.wait:
-            follow(study, self.n_trials, self.settings.heartbeat_interval)
+            try:
+                follow(study, self.n_trials, self.settings.heartbeat_interval)
+            except SweepFailed as gone:  # the workers ended before the study had its trials
+                self._stop(gone, 1)
             self._write_results(study)
 
     def _run_batch(
@@ -579,3 +584,39 @@ class OptunaSweep:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, OmegaConf.to_yaml(OmegaConf.create(results)))
         return path
+
+
+@dataclasses.dataclass
+class Worker:
+    """A worker of a sweep with workers: this app's task and the sweep's settings, pickled, then called
+    where it runs (trainlab_optuna_sweeper._workers); it runs its trials in its own process through Hydra's
+    basic launcher (and a population launcher where trials share a network)."""
+
+    settings: Settings
+    config: DictConfig
+    hydra_context: HydraContext
+    task_function: TaskFunction
+    trainlab: bool
+    arguments: list[str]
+    singleton_state: dict[Any, Any]
+
+    def __call__(self, index: int) -> None:
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        Singleton.set_state(self.singleton_state)
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        launcher: Any = BasicLauncher()
+        launcher.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
+        if self.settings.population > 1:
+            from trainlab.population.launch import PopulationLauncher
+
+            launcher = PopulationLauncher(launcher, self.settings.population, self.hydra_context, self.config)
+        OptunaSweep(self.settings, self.config, launcher, self.trainlab, worker=index).run(self.arguments)
+
+    def checkpoint(self, index: int) -> Any:
+        """submitit's hook: a worker preempted or out of time is requeued as itself (its trial is retried,
+        from its last checkpoint)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, index)

@@ -1,10 +1,11 @@
-"""Where a sweep stands: its trials (finished, running, waiting to be retried), the best so far and its
-workers' jobs. What `python src/sweeps.py STUDY` prints, `trainlab.sweep_status` returns, and a sweep
-started with `hydra.sweeper.wait=true` shows as it goes.
+"""Where an Optuna sweep stands: its trials (finished, running, waiting to be retried), the best so far
+and its workers' jobs. What `python src/sweeps.py STUDY` prints, `trainlab.sweep_status` returns, and a
+sweep started with `hydra.sweeper.wait=true` shows as it goes; the sweeper
+(hydra_plugins/trainlab_optuna_sweeper) records here which trials count and where its workers went.
 
     python src/sweeps.py                      # every study in multirun/'s storages, one line each
     python src/sweeps.py lr-1a2b3c4d          # one study, with its workers
-    python -m hydra_plugins.trainlab_optuna_sweeper._status STUDY --storage URL_OR_JOURNAL_FILE
+    python -m trainlab.sweeps STUDY --storage URL_OR_JOURNAL_FILE    # any Hydra app's sweep
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from hydra_plugins.trainlab_optuna_sweeper._workers import Submitted
-
 # A trial failed because its sweeper died, not because of its parameters: it is retried, not counted.
 INTERRUPTED = "interrupted"
 # Study attributes: the sweep's n_trials (set by a sweep with workers), and each start of workers.
@@ -37,6 +36,25 @@ WORKERS = "workers:"
 DEFAULT_STORAGES = ("multirun/optuna.journal", "multirun/optuna.db")
 # Job states that may still run a trial.
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "running"}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Where the workers went: a SLURM array job, or processes of this machine."""
+
+    launcher: str  # "slurm" or "local"
+    ids: list[str]  # the array's job id, or the processes' ids
+    logs: str  # the folder of their logs
+
+    def describe(self) -> str:
+        if self.launcher == "slurm":
+            return f"SLURM array job {self.ids[0]}"
+        return f"process{'es' if len(self.ids) > 1 else ''} {', '.join(self.ids)} of this machine"
+
+    def stop_hint(self) -> str:
+        if self.launcher == "slurm":
+            return f"scancel {self.ids[0]}"
+        return f"kill {' '.join(self.ids)}"
 
 
 def counts_as_finished(trial: FrozenTrial) -> bool:
@@ -172,7 +190,7 @@ def workers_active(study: optuna.Study) -> bool:
 
 def status_command(study: str, storage: str, trainlab: bool) -> str:
     """The command that shows `study`'s status."""
-    entry = "python src/sweeps.py" if trainlab else "python -m hydra_plugins.trainlab_optuna_sweeper._status"
+    entry = "python src/sweeps.py" if trainlab else "python -m trainlab.sweeps"
     return f"{entry} {study} --storage {storage}"
 
 
@@ -216,11 +234,15 @@ def studies(storage: str | None, root: Path) -> list[tuple[str, optuna.Study]]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Where Optuna sweeps stand: trials, best so far, workers.")
     parser.add_argument("study", nargs="?", help="a study's name (default: every study, one line each)")
     parser.add_argument("--storage", help="a database URL or a journal file (default: multirun/'s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     root = Path(os.environ.get("TRAINLAB_ROOT", "."))
     try:
         found = studies(args.storage, root)
