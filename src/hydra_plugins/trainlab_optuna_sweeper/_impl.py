@@ -378,7 +378,11 @@ class OptunaSweep:
         log.info("Study %s in %s: %s", study.study_name, shown, description["search_space"])
         self._fail_stale_trials(study, parent)
         launcher = getattr(self.launcher, "launcher", self.launcher)  # inside a PopulationLauncher
-        if self.settings.n_jobs > 1 and type(launcher).__name__ == "BasicLauncher":
+        if (
+            self.settings.n_jobs > 1
+            and not self.settings.workers
+            and type(launcher).__name__ == "BasicLauncher"
+        ):
             log.warning("hydra/launcher=basic runs trials one at a time: use hydra/launcher=joblib")
 
         if self.worker is None and self.settings.workers:
