@@ -23,7 +23,7 @@ def start(worker: Callable[[int], None], count: int, launcher: Any, sweep_dir: P
     here; return at once."""
     if hasattr(launcher, "submit_workers"):
         job = launcher.submit_workers(worker, count)
-        return Submitted("slurm", [job], str(sweep_dir / ".submitit" / job))
+        return Submitted("slurm", [job], str(sweep_dir / ".submitit" / f"{job}_*"))
     return _start_here(worker, count, sweep_dir / ".workers")
 
 
