@@ -360,8 +360,9 @@ def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_on
     slurm, tmp_path
 ):
     """`hydra.sweeper.workers=2`: the command submits one array job of two workers and returns; with it
-    gone, task 0 is cancelled (scancel) while it trains. Its trial fails, not counted, and task 1 trains
-    it again from its last.ckpt; the study ends with exactly n_trials finished, nothing RUNNING."""
+    gone, the task whose trial has saved a last.ckpt is cancelled (scancel) while it trains. Its trial
+    fails, not counted, and the other task trains it again from that checkpoint; the study ends with
+    exactly n_trials finished, nothing RUNNING."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from trainlab.sweeps import Progress, workers_active
@@ -373,14 +374,17 @@ def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_on
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     array = re.search(r"SLURM array job (\d+)", submitted.stdout).group(1)
 
-    deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("multirun/*/[0-9]*/checkpoints/last.ckpt")):
-        assert time.monotonic() < deadline, "no trial saved a checkpoint"
-        time.sleep(0.1)
-    scheduler("scancel", f"{array}_0", env=slurm)
-    os.environ["SLURM_CONF"] = slurm["SLURM_CONF"]  # squeue, for the workers' states
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "multirun" / "optuna.journal")))
     study = optuna.load_study(study_name=None, storage=storage)
+    deadline = time.monotonic() + 180
+    while not (saved := [t for t in study.get_trials(deepcopy=False) if _saved_and_running(t)]):
+        assert time.monotonic() < deadline, "no running trial saved a checkpoint"
+        time.sleep(0.1)
+    # The array task of the worker that runs it (a process of this host: its environment says which).
+    worker = int(saved[0].user_attrs["sweeper"].rsplit(":", 1)[1])
+    task = re.search(rb"SLURM_ARRAY_TASK_ID=(\d+)", Path(f"/proc/{worker}/environ").read_bytes()).group(1)
+    scheduler("scancel", f"{array}_{task.decode()}", env=slurm)
+    os.environ["SLURM_CONF"] = slurm["SLURM_CONF"]  # squeue, for the workers' states
     while workers_active(study):
         assert time.monotonic() < deadline + 240, "the workers were still running"
         time.sleep(0.5)
@@ -396,6 +400,12 @@ def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_on
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FINISHED"
     assert progress.workers[0].endswith(": 1 CANCELLED, 1 COMPLETED"), progress.workers
+
+
+def _saved_and_running(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that trains and has saved its last.ckpt."""
+    saved = trial.user_attrs.get("last_checkpoint")
+    return trial.state.name == "RUNNING" and saved is not None and Path(saved).is_file()
 
 
 def test_ddp_as_two_slurm_tasks_on_one_node_or_on_two_nodes_is_one_run_matching_one_process(sweeps, slurm):
