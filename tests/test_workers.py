@@ -143,6 +143,23 @@ def test_any_apps_sweep_with_wait_follows_its_workers_to_the_end_and_prints_the_
     assert results(tmp_path / "sweep").best_value == study.best_value
 
 
+def test_waiting_for_workers_that_stopped_the_sweep_for_its_failures_ends_in_one_line(tmp_path):
+    """Every trial raises (the app's `error=true`): each worker stops the sweep (max_failure_rate=0) and
+    exits; the command that waits for them says so in one line, exit status 1, instead of waiting on."""
+    followed = run_app(
+        "sphere.py", tmp_path / "sweep", "hydra/sweeper=trainlab_optuna", "error=true", *WORKERS,
+        "hydra.sweeper.wait=true", check=False,
+    )  # fmt: skip
+    assert followed.returncode == 1, followed.stderr[-2000:]
+    (line,) = followed.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: the workers of study sphere ended with ") and "FAIL" in line
+    logs = tmp_path / "sweep" / ".workers"
+    assert line.endswith(f"; why: their logs in {logs}; the same command starts new ones")
+    # Each worker said why: more trials failed than max_failure_rate (0 here) allows.
+    said = "".join(path.read_text() for path in logs.glob("*.log"))
+    assert "trials failed, more than max_failure_rate=0.0 of n_trials=20" in said
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -194,8 +194,9 @@ def status_command(study: str, storage: str, trainlab: bool) -> str:
     return f"{entry} {study} --storage {storage}"
 
 
-def follow(study: optuna.Study, n_trials: int, interval: float) -> Progress:
-    """Print the sweep's progress as it changes until it has `n_trials`, or its workers are all gone."""
+def follow(study: optuna.Study, n_trials: int, interval: float, logs: str) -> Progress:
+    """Print the sweep's progress as it changes until it has `n_trials`, or its workers (logging to
+    `logs`) are all gone."""
     from trainlab import interrupts
     from trainlab.errors import SweepFailed
 
@@ -210,8 +211,8 @@ def follow(study: optuna.Study, n_trials: int, interval: float) -> Progress:
         interrupts.check("stopped following the sweep: its workers go on")
         if not workers_active(study) and not progress.states.get("RUNNING"):
             raise SweepFailed(
-                f"the workers of study {study.study_name} ended with {progress.line()}; the same command "
-                "starts new ones"
+                f"the workers of study {study.study_name} ended with {progress.line()}; why: their logs "
+                f"in {logs}; the same command starts new ones"
             )
         time.sleep(min(2.0, interval))
 

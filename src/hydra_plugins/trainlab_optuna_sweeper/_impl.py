@@ -489,7 +489,7 @@ class OptunaSweep:
         )
         if self.settings.wait:
             try:
-                follow(study, self.n_trials, self.settings.heartbeat_interval)
+                follow(study, self.n_trials, self.settings.heartbeat_interval, submitted.logs)
             except SweepFailed as gone:  # the workers ended before the study had its trials
                 self._stop(gone, 1)
             self._write_results(study)
