@@ -26,13 +26,19 @@ HEARTBEAT_S = 60.0
 GRACE_S = 600.0  # ten missed beats: a busy store or a paused job is not taken for a lost one
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc's stat fields of process `pid` after its name (state first, start time at [19]); None where
+    it or /proc is missing."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def _start_time(pid: int) -> str:
     """When process `pid` started (clock ticks after boot, /proc's field 22); "" where /proc is missing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[19]
+    fields = _stat(pid)
+    return fields[19] if fields else ""
 
 
 def owner() -> str:
@@ -52,11 +58,8 @@ def process_running(pid: int, start: str = "") -> bool:
     """Whether process `pid` of this machine runs (and, given its `start`, is still the one that started
     then: a process id is reused). A zombie (ended, not yet waited for by its parent) does not."""
     if Path("/proc").is_dir():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            return False
-        return fields[0] != "Z" and (not start or fields[19] == start)
+        fields = _stat(pid)
+        return fields is not None and fields[0] != "Z" and (not start or fields[19] == start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
