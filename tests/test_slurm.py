@@ -39,6 +39,9 @@ DATA = {"n_train": 560, "n_test": 50}
 RUN = ["trainer.max_epochs=3", "data.val_size=60", "callbacks.checkpoint.every_n_train_steps=7", "seed=3"]
 RUN += ["callbacks.progress_bar.refresh_rate=0"]
 STEPS = 3 * 50
+# Learning rates the tiny runs train at: a trial that diverged before a test cancels it would end FAIL with
+# its own reason, not SLURM's.
+SAFE_LR = "optimizer.lr=tag(log, interval(0.01, 0.2))"
 # What a user with a CPU-only cluster types (issue 15).
 CPU_JOB = ["trainer=cpu", "launcher.cpus=1", "launcher.mem=2", *RUN, "data.batch_size=10"]
 # The preempted job, and the uninterrupted run it must equal: a wider MLP (3.8 M parameters), whose 150 steps
@@ -323,7 +326,7 @@ def test_an_optuna_sweep_through_slurm_shares_one_study_and_fails_a_cancelled_tr
     import optuna
 
     write_mnist(tmp_path / "data", **DATA)
-    search = ["hparams_search=lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    search = ["hparams_search=lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", SAFE_LR]
     hydra = Sweep(slurm, tmp_path, "trainer=cpu", "launcher.cpus=2", *RUN, "data.batch_size=10", *search)
     wait_for(lambda: any(tmp_path.glob("multirun/*/0/checkpoints/last.ckpt")), hydra)
     first = submitit_folders(tmp_path)[0].name
@@ -368,7 +371,7 @@ def test_sweep_workers_outlive_the_command_and_retry_the_trial_of_a_cancelled_on
     from trainlab.sweeps import Progress, workers_active
 
     write_mnist(tmp_path / "data", **DATA)
-    search = ["hparams_search=lr", "optimizer.lr=tag(log, interval(0.01, 0.2))", "hydra.sweeper.n_trials=3"]
+    search = ["hparams_search=lr", SAFE_LR, "hydra.sweeper.n_trials=3"]
     search += ["hydra/sweeper/sampler=random", "hydra.sweeper.workers=2"]
     submitted = Sweep(slurm, tmp_path, *CPU_JOB, *search).result(timeout=60)
     assert submitted.returncode == 0, submitted.stderr[-3000:]
